@@ -1,0 +1,194 @@
+"""Run configuration: three dataclasses (model, data, train), loaded from TOML, overridden by
+flags.
+
+A TOML file has the sections ``[model]``, ``[data]`` and ``[train]``; a key that no dataclass
+field matches is an error, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lstmcli.errors import ConfigError
+
+# The cell names live here (not in cells.py) so that the CLI can offer them without importing torch.
+CELL_NAMES = ("rnn", "lstm", "gru", "peephole", "coupled")
+POOLING_CHOICES = ("last", "mean", "max")
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class ModelConfig:
+    """Architecture: embedding -> stacked recurrent cells -> pooling -> linear classifier."""
+
+    cell: str = "lstm"
+    embed_dim: int = 64
+    hidden_size: int = 64
+    layers: int = 1
+    bidirectional: bool = False
+    dropout: float = 0.0
+    forget_bias: float = 1.0  # LSTM family only (lstm, peephole, coupled); Jozefowicz et al. 2015
+    pooling: str = "last"
+    vocab_size: int = 0  # set from the tokenizer when training starts
+    num_classes: int = 2  # set from the training labels
+
+    def validate(self) -> None:
+        if self.cell not in CELL_NAMES:
+            raise ConfigError(f"unknown cell {self.cell!r}; choose one of: {', '.join(CELL_NAMES)}")
+        if self.pooling not in POOLING_CHOICES:
+            raise ConfigError(
+                f"unknown pooling {self.pooling!r}; choose one of: {', '.join(POOLING_CHOICES)}"
+            )
+        _positive("embed_dim", self.embed_dim)
+        _positive("hidden_size", self.hidden_size)
+        _positive("layers", self.layers)
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class DataConfig:
+    """Where the texts come from and how they become token ids."""
+
+    dataset: str = "sample"
+    data_dir: str | None = None  # local copies as DIR/NAME/SPLIT.parquet; env LSTM_DATA_DIR
+    text_column: str | None = None
+    label_column: str | None = None
+    train_file: str | None = None
+    validation_file: str | None = None
+    test_file: str | None = None
+    positive_threshold: float | None = None  # star ratings: >= threshold is positive
+    val_fraction: float = 0.1
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    max_len: int = 400
+    vocab_size: int = 20000
+    min_freq: int = 1
+
+    def validate(self) -> None:
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        _positive("max_len", self.max_len)
+        _positive("vocab_size", self.vocab_size)
+        _positive("min_freq", self.min_freq)
+        for name in ("max_train_samples", "max_eval_samples"):
+            value = getattr(self, name)
+            if value is not None:
+                _positive(name, value)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation: Adam, gradient clipping by global norm, best model by validation accuracy."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    clip_norm: float = 5.0  # 0 disables clipping (the norm is still measured)
+    seed: int = 0
+    device: str = "auto"
+    output: str | None = None  # run directory; default runs/<time>-<cell>
+
+    def validate(self) -> None:
+        _positive("epochs", self.epochs)
+        _positive("batch_size", self.batch_size)
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.clip_norm < 0:
+            raise ConfigError(f"clip_norm must be >= 0 (0 disables clipping), got {self.clip_norm}")
+        if self.device not in DEVICE_CHOICES:
+            raise ConfigError(
+                f"unknown device {self.device!r}; choose one of: {', '.join(DEVICE_CHOICES)}"
+            )
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> Config:
+        self.model.validate()
+        self.data.validate()
+        self.train.validate()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], source: str = "config") -> Config:
+        """Build a config from nested dicts, rejecting unknown sections and keys."""
+        unknown = set(raw) - {"model", "data", "train"}
+        if unknown:
+            raise ConfigError(
+                f"{source}: unknown section(s) {', '.join(sorted(unknown))}; "
+                "valid sections: model, data, train"
+            )
+        config = cls()
+        for section in ("model", "data", "train"):
+            values = raw.get(section, {})
+            if not isinstance(values, dict):
+                raise ConfigError(f"{source}: [{section}] must be a table of key = value pairs")
+            apply_overrides(getattr(config, section), values, source=f"{source} [{section}]")
+        return config
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Defaults, updated from a TOML file when one is given."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found; pass an existing TOML file to --config")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
+    return Config.from_dict(raw, source=str(path))
+
+
+def apply_overrides(target: Any, values: dict[str, Any], source: str = "flags") -> None:
+    """Set dataclass fields from a mapping, checking names and types; None values are skipped."""
+    fields = {f.name: f for f in dataclasses.fields(target)}
+    hints = typing.get_type_hints(type(target))
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError(
+                f"{source}: unknown key {key!r}; valid keys: {', '.join(sorted(fields))}"
+            )
+        if value is None:
+            continue
+        setattr(target, key, _coerce(value, hints[key], f"{source}: {key}"))
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    allowed = tuple(a for a in allowed if a is not type(None))
+    for kind in allowed:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+        elif kind is int:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+        elif kind is float:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return float(value)
+        elif isinstance(value, kind):
+            return value
+    names = " or ".join(a.__name__ for a in allowed)
+    raise ConfigError(f"{where} must be {names}, got {value!r}")
+
+
+def _positive(name: str, value: int) -> None:
+    if value <= 0:
+        raise ConfigError(f"{name} must be > 0, got {value}")

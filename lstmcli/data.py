@@ -1,0 +1,342 @@
+"""Datasets as the rest of lstmcli sees them: texts plus integer labels, split three ways.
+
+``load_splits`` serves training (train, validation, optional test); ``load_eval_split`` serves
+``lstm eval`` on a trained model, mapping the data's labels onto the model's label names and
+reproducing the validation rows that training carved from train. The data comes from a registered
+dataset (:mod:`lstmcli.registry`) or local files (:mod:`lstmcli.datafiles`).
+
+Randomness (the carved validation split, ``--max-*-samples`` subsets) depends only on the seed,
+the rows and which rows share a class, never on label ids, so training and evaluation agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lstmcli.config import DataConfig
+from lstmcli.datafiles import (
+    SUPPORTED_SUFFIXES,
+    RawSplit,
+    infer_label_names,
+    polarity,
+    read_file,
+)
+from lstmcli.errors import ConfigError, DataError
+from lstmcli.registry import (
+    SPLITS,
+    DatasetInfo,
+    Source,
+    dataset_registry,
+    local_copy_dir,
+    lookup,
+    named_source,
+)
+
+__all__ = [
+    "SPLITS",
+    "DatasetInfo",
+    "DatasetSplits",
+    "TextSplit",
+    "dataset_registry",
+    "load_eval_split",
+    "load_splits",
+    "local_copy_dir",
+]
+
+# One random stream per purpose, so that e.g. --max-train-samples never moves validation rows.
+_STREAMS = {"carve": 0, "train": 1, "validation": 2, "test": 3}
+
+
+@dataclass(frozen=True)
+class TextSplit:
+    """Texts and their class ids (int64 indices into DatasetSplits.label_names)."""
+
+    texts: list[str]
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, indices: np.ndarray) -> TextSplit:
+        """The rows at `indices`, in that order."""
+        return TextSplit([self.texts[i] for i in indices], self.labels[indices])
+
+
+@dataclass
+class DatasetSplits:
+    """Everything training needs from a dataset; `notes` are remarks for the CLI to print."""
+
+    name: str
+    label_names: list[str]
+    train: TextSplit
+    validation: TextSplit
+    test: TextSplit | None
+    notes: list[str]
+
+
+def load_splits(cfg: DataConfig, seed: int = 0) -> DatasetSplits:
+    """Train, validation (carved from train when the data has none) and test, if there is one.
+
+    Label names come from the registry for a named dataset, else from the training data; a label
+    in validation or test that training lacks is a DataError. Test rows are never merged into the
+    other splits.
+    """
+    source = open_source(cfg)
+    notes = list(source.notes)
+    texts, keys = _clean(source.read("train"), "train", notes)
+    label_names = source.label_names or infer_label_names(set(keys))
+    train = TextSplit(texts, _map_labels(keys, label_names, "train", source, notes))
+    _require_two_classes(train, label_names, source, capped=False)
+    if "validation" in source.available:
+        validation = _load(source, "validation", label_names, notes)
+    else:
+        train, validation = _carve(train, cfg.val_fraction, seed, source)
+        notes.append(
+            f"validation: {len(validation):,} rows carved from train "
+            f"(seed {seed}, stratified, val_fraction {cfg.val_fraction:g})"
+        )
+    test = _load(source, "test", label_names, notes) if "test" in source.available else None
+    if test is None:
+        notes.append("no test split: no test accuracy (pass --test-file to add one)")
+    train = _cap(train, cfg.max_train_samples, seed, "train", "--max-train-samples", notes)
+    _require_two_classes(train, label_names, source, capped=cfg.max_train_samples is not None)
+    validation = _cap(validation, cfg.max_eval_samples, seed, "validation", "--max-eval-samples",
+                      notes)
+    if test is not None:
+        test = _cap(test, cfg.max_eval_samples, seed, "test", "--max-eval-samples", notes)
+    return DatasetSplits(source.name, list(label_names), train, validation, test, notes)
+
+
+def load_eval_split(
+    cfg: DataConfig, split: str, label_names: list[str], seed: int = 0
+) -> TextSplit:
+    """One split for evaluating a trained model, its labels mapped onto the model's label names.
+
+    "validation" on data without one is the rows training carved (same seed and val_fraction);
+    "train" on such data is the rest. cfg.max_eval_samples caps the split.
+    """
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
+    source = open_source(cfg)
+    carved = "validation" not in source.available
+    present = [s for s in SPLITS if s in source.available or (s == "validation" and carved)]
+    if split not in present:
+        raise DataError(
+            f"{source.name} has no {split} split; choose one of: {', '.join(present)}"
+        )
+    notes: list[str] = []
+    if split in source.available and not (split == "train" and carved):
+        rows = _load(source, split, label_names, notes, known_by="the model")
+    else:
+        train = _load(source, "train", label_names, notes, known_by="the model")
+        train, validation = _carve(train, cfg.val_fraction, seed, source)
+        rows = validation if split == "validation" else train
+    return _cap(rows, cfg.max_eval_samples, seed, split, "--max-eval-samples", notes)
+
+
+def open_source(cfg: DataConfig) -> Source:
+    """Where cfg's data comes from: a registered dataset or local files, per-split files applied."""
+    cfg.validate()
+    info = lookup(cfg.dataset)
+    if cfg.train_file is not None:
+        # "sample" is the default, so a --train-file next to it means the user did not pick one.
+        if cfg.dataset not in ("sample", cfg.train_file):
+            raise ConfigError(
+                f"pass either --dataset {cfg.dataset} or --train-file {cfg.train_file}, not both"
+            )
+        source = _file_source(cfg, cfg.train_file)
+    elif info is not None:
+        source = _named(cfg, info)
+    elif Path(cfg.dataset).suffix.lower() in SUPPORTED_SUFFIXES or Path(cfg.dataset).exists():
+        source = _file_source(cfg, cfg.dataset)
+    else:
+        raise DataError(
+            f"unknown dataset {cfg.dataset!r}; choose one of: {', '.join(dataset_registry())} "
+            f"(see `lstm datasets`), or pass a {'/'.join(SUPPORTED_SUFFIXES)} file"
+        )
+    return _with_split_files(cfg, source)
+
+
+def _named(cfg: DataConfig, info: DatasetInfo) -> Source:
+    if cfg.positive_threshold is not None:
+        raise ConfigError(
+            f"--positive-threshold applies to local files of ratings; {info.name} already has "
+            f"labels ({', '.join(info.label_names)}): drop the option"
+        )
+    return named_source(info, cfg.data_dir)
+
+
+def _file_source(cfg: DataConfig, train_file: str) -> Source:
+    path = Path(train_file).expanduser()
+
+    def read(split: str) -> RawSplit:
+        return _read_user_file(cfg, path)
+
+    return Source(path.stem, ("train",), read, None, [f"data: {path}"])
+
+
+def _with_split_files(cfg: DataConfig, source: Source) -> Source:
+    """--validation-file / --test-file replace (or add) those splits of any source."""
+    files = {"validation": cfg.validation_file, "test": cfg.test_file}
+    files = {split: Path(f).expanduser() for split, f in files.items() if f is not None}
+    if not files:
+        return source
+    base_read = source.read
+
+    def read(split: str) -> RawSplit:
+        return _read_user_file(cfg, files[split]) if split in files else base_read(split)
+
+    available = tuple(s for s in SPLITS if s in source.available or s in files)
+    notes = source.notes + [f"{split}: {path}" for split, path in files.items()]
+    return Source(source.name, available, read, source.label_names, notes)
+
+
+def _read_user_file(cfg: DataConfig, path: Path) -> RawSplit:
+    return read_file(path, cfg.text_column, cfg.label_column, cfg.positive_threshold)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rows and labels
+
+
+def _clean(raw: RawSplit, split: str, notes: list[str]) -> tuple[list[str], list[str]]:
+    """Texts and label keys with the unusable rows (no text, no label) dropped and counted."""
+    texts: list[str] = []
+    keys: list[str] = []
+    no_text = no_label = 0
+    for text, key in zip(raw.texts, raw.labels, strict=True):
+        if text is not None and not isinstance(text, str):
+            text = str(text)  # a number where text was expected still reads as text
+        if text is None or not text.strip():
+            no_text += 1
+        elif key is None:
+            no_label += 1
+        else:
+            texts.append(text)
+            keys.append(key)
+    if no_text:
+        notes.append(f"skipped {no_text:,} rows with an empty or missing text in {split}")
+    if no_label:
+        notes.append(f"skipped {no_label:,} rows with a missing label in {split}")
+    if not texts:
+        raise DataError(
+            f"{raw.source} has no usable rows ({no_text:,} without text, {no_label:,} without "
+            "label); check --text-column and --label-column"
+        )
+    return texts, keys
+
+
+def _map_labels(
+    keys: list[str],
+    label_names: list[str],
+    split: str,
+    source: Source,
+    notes: list[str],
+    known_by: str = "the training data",
+) -> np.ndarray:
+    """Class ids for label keys; a negative/positive pair also accepts neg/pos, 0/1 and so on."""
+    index = {name: i for i, name in enumerate(label_names)}
+    unknown = sorted(set(keys) - set(index))
+    polar = [polarity(n) for n in label_names] == ["negative", "positive"]
+    aliased = {k: index[label_names[0 if polarity(k) == "negative" else 1]]
+               for k in unknown if polar and polarity(k) is not None}
+    still_unknown = [k for k in unknown if k not in aliased]
+    if still_unknown:
+        raise DataError(
+            f"{source.name} {split} has label(s) {', '.join(still_unknown[:10])} that {known_by} "
+            f"does not know (it knows: {', '.join(label_names)}); use the same label names, or "
+            "check --label-column"
+        )
+    if aliased:
+        index.update(aliased)
+        pairs = ", ".join(f"{k} -> {label_names[i]}" for k, i in aliased.items())
+        notes.append(f"{split}: labels read as {pairs}")
+    return np.fromiter((index[k] for k in keys), dtype=np.int64, count=len(keys))
+
+
+def _load(
+    source: Source, split: str, label_names: list[str], notes: list[str],
+    known_by: str = "the training data",
+) -> TextSplit:
+    texts, keys = _clean(source.read(split), split, notes)
+    return TextSplit(texts, _map_labels(keys, label_names, split, source, notes, known_by))
+
+
+def _require_two_classes(
+    split: TextSplit, label_names: list[str], source: Source, capped: bool
+) -> None:
+    present = np.unique(split.labels)
+    if present.size < 2:
+        only = label_names[int(present[0])]
+        fix = "raise --max-train-samples" if capped else "check --label-column and the data"
+        raise DataError(
+            f"the training data of {source.name} has only one class ({only!r}, {len(split):,} "
+            f"rows); a classifier needs at least two: {fix}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Seeded, stratified selection
+
+
+def _carve(
+    train: TextSplit, fraction: float, seed: int, source: Source
+) -> tuple[TextSplit, TextSplit]:
+    """Split train into (train, validation); every class keeps at least one training row."""
+    target = min(max(1, round(len(train) * fraction)), len(train) - 1)
+    chosen = _stratified(train.labels, target, _rng(seed, "carve"), leave_one=True)
+    if chosen.size == 0:
+        raise DataError(
+            f"{source.name} train has too few rows ({len(train):,}) to carve a validation split "
+            "and keep every class in train; add rows or pass --validation-file"
+        )
+    keep = np.ones(len(train), dtype=bool)
+    keep[chosen] = False
+    return train.subset(np.flatnonzero(keep)), train.subset(chosen)
+
+
+def _cap(
+    split: TextSplit, limit: int | None, seed: int, name: str, flag: str, notes: list[str]
+) -> TextSplit:
+    """At most `limit` rows, drawn stratified; unchanged when it is already small enough."""
+    if limit is None or limit >= len(split):
+        return split
+    chosen = _stratified(split.labels, limit, _rng(seed, name), leave_one=False)
+    notes.append(f"{name}: {limit:,} of {len(split):,} rows ({flag}, stratified, seed {seed})")
+    return split.subset(chosen)
+
+
+def _rng(seed: int, purpose: str) -> np.random.Generator:
+    return np.random.default_rng([seed % 2**64, _STREAMS[purpose]])
+
+
+def _stratified(
+    labels: np.ndarray, n: int, rng: np.random.Generator, leave_one: bool
+) -> np.ndarray:
+    """Sorted indices of about n rows, each class in proportion to its size.
+
+    Classes are visited in order of first appearance in one random permutation, so the choice
+    does not depend on which id a class has. leave_one keeps one row of every class unchosen;
+    otherwise every class gets at least one row when n allows.
+    """
+    order = rng.permutation(len(labels))
+    shuffled = labels[order]
+    classes, first = np.unique(shuffled, return_index=True)
+    classes = classes[np.argsort(first)]
+    counts = np.array([np.count_nonzero(shuffled == c) for c in classes])
+    caps = counts - 1 if leave_one else counts
+    exact = counts * n / counts.sum()
+    quotas = np.minimum(np.floor(exact).astype(np.int64), caps)
+    if not leave_one and n >= len(classes):
+        quotas = np.maximum(quotas, 1)
+    # Hand out the rows that flooring lost, largest remainder first; take back from the largest.
+    while quotas.sum() < n and (quotas < caps).any():
+        remainder = np.where(quotas < caps, exact - quotas, -np.inf)
+        quotas[np.argmax(remainder)] += 1
+    while quotas.sum() > n:
+        quotas[np.argmax(quotas)] -= 1
+    picked = [order[shuffled == c][:q] for c, q in zip(classes, quotas, strict=True)]
+    return np.sort(np.concatenate(picked))

@@ -1,0 +1,27 @@
+"""Errors a user can cause and fix; the CLI prints the message on one line, with no traceback."""
+
+from __future__ import annotations
+
+
+class LstmError(Exception):
+    """A problem with the user's input: the message names the problem and the fix."""
+
+    exit_code = 2
+
+
+class ConfigError(LstmError):
+    """A bad option value, config file or unknown config key."""
+
+
+class DataError(LstmError):
+    """A dataset or data file that cannot be read as asked."""
+
+
+class CheckpointError(LstmError):
+    """A run directory that is missing, incomplete or written by an incompatible version."""
+
+
+class TrainingDiverged(LstmError):
+    """The loss or a gradient became NaN/Inf; the last good checkpoint is kept."""
+
+    exit_code = 3

@@ -1,0 +1,211 @@
+"""The bundled long-range task behind `lstm diagnose --cell ...`.
+
+Every example is ``--seq-len`` tokens: one sentiment word in the first SIGNAL_POSITIONS positions,
+neutral filler words everywhere else, and the label is that word's polarity. A classifier reading
+the last hidden state (``last`` pooling) must carry one bit across the whole sequence, so the task
+isolates exactly what the gradient through time has to do.
+
+Each cell is trained briefly with a length curriculum (lengths double from CURRICULUM_START up to
+``seq_len``, the last part of the budget at full length), then measured on held-out examples of
+exactly ``seq_len`` tokens: the accuracy, and the gradient flow and gates on a fixed batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from lstmcli.config import CELL_NAMES, ModelConfig
+from lstmcli.diagnostics import DIAGNOSTIC_BATCH, FlowReport, measure_flow
+from lstmcli.errors import ConfigError
+from lstmcli.model import SentimentClassifier
+
+POSITIVE = ("great", "superb", "wonderful", "excellent")
+NEGATIVE = ("awful", "dreadful", "boring", "terrible")
+FILLER = (
+    "the", "a", "movie", "film", "plot", "scene", "actor", "camera", "story", "was", "is", "and",
+    "then", "of", "to", "in", "on", "with", "it", "this", "that", "after", "before", "while",
+    "there", "some", "day", "night", "house", "street", "city", "car", "table", "window", "door",
+    "chair", "paper", "water", "time", "music",
+)
+VOCABULARY = ("[PAD]", "[UNK]", *POSITIVE, *NEGATIVE, *FILLER)
+LABEL_NAMES = ("negative", "positive")
+SIGNAL_POSITIONS = 3  # the sentiment word is one of the first three tokens
+CURRICULUM_START = 8
+FULL_LENGTH_SHARE = 0.4  # the last 40% of the training steps see full-length examples only
+
+DEFAULT_SEQ_LEN = 200
+DEFAULT_TRAIN_STEPS = 300
+DEFAULT_HIDDEN_SIZE = 32
+EMBED_DIM = 16
+BATCH_SIZE = 32
+LEARNING_RATE = 5e-3
+CLIP_NORM = 5.0
+EVAL_EXAMPLES = 512
+
+_FIRST_POSITIVE = 2
+_FIRST_NEGATIVE = _FIRST_POSITIVE + len(POSITIVE)
+_FIRST_FILLER = _FIRST_NEGATIVE + len(NEGATIVE)
+
+
+@dataclass(frozen=True)
+class TaskSettings:
+    seq_len: int = DEFAULT_SEQ_LEN
+    train_steps: int = DEFAULT_TRAIN_STEPS
+    hidden_size: int = DEFAULT_HIDDEN_SIZE
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.seq_len < 2:
+            raise ConfigError(
+                f"--seq-len must be at least 2 (a sentiment word and what follows it), got "
+                f"{self.seq_len}"
+            )
+        if self.train_steps < 0:
+            raise ConfigError(f"--train-steps must be >= 0 (0: at initialisation), got "
+                              f"{self.train_steps}")
+        if self.hidden_size < 1:
+            raise ConfigError(f"--hidden-size must be > 0, got {self.hidden_size}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seq_len": self.seq_len, "train_steps": self.train_steps,
+            "hidden_size": self.hidden_size, "embed_dim": EMBED_DIM, "seed": self.seed,
+            "signal_positions": min(SIGNAL_POSITIONS, self.seq_len - 1),
+            "vocabulary": len(VOCABULARY), "batch_size": BATCH_SIZE, "lr": LEARNING_RATE,
+            "curriculum": curriculum(self.seq_len), "eval_examples": EVAL_EXAMPLES,
+            "flow_examples": DIAGNOSTIC_BATCH,
+        }
+
+
+def make_examples(
+    count: int, length: int, rng: np.random.Generator, position: int | None = None
+) -> tuple[Tensor, Tensor]:
+    """``count`` task examples of ``length`` tokens -> ids (N, length), labels (N,). The
+    sentiment word sits at a random one of the first SIGNAL_POSITIONS positions, or at
+    ``position`` when given."""
+    ids = rng.integers(_FIRST_FILLER, len(VOCABULARY), size=(count, length))  # (N, T)
+    labels = rng.integers(0, 2, size=count)  # (N,)
+    positions = rng.integers(0, min(SIGNAL_POSITIONS, length - 1), size=count)
+    if position is not None:
+        positions[:] = position
+    positive = rng.integers(_FIRST_POSITIVE, _FIRST_NEGATIVE, size=count)
+    negative = rng.integers(_FIRST_NEGATIVE, _FIRST_FILLER, size=count)
+    ids[np.arange(count), positions] = np.where(labels == 1, positive, negative)
+    return torch.as_tensor(ids, dtype=torch.long), torch.as_tensor(labels, dtype=torch.long)
+
+
+def decode(ids: Tensor) -> str:
+    """One example as words (for reading what the task looks like)."""
+    return " ".join(VOCABULARY[i] for i in ids.tolist())
+
+
+def curriculum(seq_len: int) -> list[int]:
+    """Training lengths in order: CURRICULUM_START, doubling, then seq_len."""
+    lengths = []
+    length = CURRICULUM_START
+    while length < seq_len:
+        lengths.append(length)
+        length *= 2
+    return [*lengths, seq_len]
+
+
+def length_at(step: int, steps: int, seq_len: int) -> int:
+    """The training length at ``step``: each curriculum stage gets an equal share of the first
+    (1 - FULL_LENGTH_SHARE) of the steps; the rest are at full length. The few distinct lengths
+    also let the fused CPU kernels reuse their compiled primitives."""
+    stages = curriculum(seq_len)
+    ramp = int(steps * (1 - FULL_LENGTH_SHARE))
+    if step >= ramp or len(stages) == 1:
+        return seq_len
+    return stages[min(len(stages) - 2, step * (len(stages) - 1) // ramp)]
+
+
+def build_model(cell: str, hidden_size: int) -> SentimentClassifier:
+    config = ModelConfig(cell=cell, vocab_size=len(VOCABULARY), embed_dim=EMBED_DIM,
+                         hidden_size=hidden_size, pooling="last", num_classes=2)
+    return SentimentClassifier(config)
+
+
+@dataclass
+class CellResult:
+    cell: str
+    flow: FlowReport
+    accuracy: float  # on EVAL_EXAMPLES held-out examples of seq_len tokens
+    train_seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.flow.to_dict(), "accuracy": self.accuracy,
+                "train_seconds": self.train_seconds}
+
+
+Progress = Callable[[str, int, int], None]  # (cell, step done, steps)
+
+
+def run_cell(cell: str, settings: TaskSettings, progress: Progress | None = None) -> CellResult:
+    """Train one cell on the task (or not, with train_steps 0) and measure it."""
+    if cell not in CELL_NAMES:
+        raise ConfigError(f"unknown cell {cell!r}; choose one of: {', '.join(CELL_NAMES)}")
+    settings.validate()
+    # Every cell sees the same initial draw of the random streams and the same examples.
+    torch.manual_seed(settings.seed)
+    model = build_model(cell, settings.hidden_size)
+    rng = np.random.default_rng([settings.seed, 1])
+    started = time.perf_counter()
+    if settings.train_steps:
+        _train(model, settings, rng, cell, progress)
+    seconds = time.perf_counter() - started
+    held_out = np.random.default_rng([settings.seed, 2])
+    ids, labels = make_examples(EVAL_EXAMPLES, settings.seq_len, held_out)  # (N, T), (N,)
+    lengths = torch.full((len(labels),), settings.seq_len, dtype=torch.long)
+    model.eval()
+    with torch.no_grad():
+        accuracy = float((model(ids, lengths).argmax(dim=1) == labels).float().mean())
+    # The flow batch has its sentiment word first: ||dL/ds_1|| is then exactly the gradient that
+    # reaches the deciding token (were the word at t=3, the state before it would rightly get
+    # almost no gradient, and the curve would say nothing about memory).
+    ids, labels = make_examples(DIAGNOSTIC_BATCH, settings.seq_len, held_out, position=0)
+    flow = measure_flow(model, ids, lengths[:DIAGNOSTIC_BATCH], labels)
+    return CellResult(cell, flow, accuracy, seconds)
+
+
+def _train(
+    model: SentimentClassifier,
+    settings: TaskSettings,
+    rng: np.random.Generator,
+    cell: str,
+    progress: Progress | None,
+) -> None:
+    """Adam with gradient clipping on the length curriculum, on the fused kernels where the
+    cell has one (only the measurement needs the step-wise path)."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
+    model.train()
+    steps = settings.train_steps
+    for step in range(steps):
+        length = length_at(step, steps, settings.seq_len)
+        ids, labels = make_examples(BATCH_SIZE, length, rng)  # (B, T), (B,)
+        lengths = torch.full((BATCH_SIZE,), length, dtype=torch.long)
+        loss = nn.functional.cross_entropy(model(ids, lengths), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), CLIP_NORM)
+        optimizer.step()
+        if progress is not None:
+            progress(cell, step + 1, steps)
+
+
+def compare_cells(
+    cells: list[str], settings: TaskSettings, progress: Progress | None = None
+) -> list[CellResult]:
+    """run_cell for every cell (duplicates once), in the order given."""
+    unknown = [c for c in cells if c not in CELL_NAMES]
+    if unknown:
+        raise ConfigError(f"unknown cell {unknown[0]!r}; choose one of: {', '.join(CELL_NAMES)}")
+    settings.validate()
+    return [run_cell(cell, settings, progress) for cell in dict.fromkeys(cells)]

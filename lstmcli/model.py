@@ -1,0 +1,70 @@
+"""The classifier: token ids -> embedding -> recurrent encoder -> pooling -> linear -> logits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from lstmcli.config import ModelConfig
+from lstmcli.recurrent import RecurrentEncoder, length_mask
+
+PAD_ID = 0
+
+
+class SentimentClassifier(nn.Module):
+    """A recurrent text classifier whose output for a text never depends on its batch-mates.
+
+    ``forward(ids, lengths)`` takes right-padded ids (B, T) with PAD_ID = 0 and the true lengths
+    (B,), and returns logits (B, C). Pooling over the top layer's outputs:
+
+        last:  [h_fwd(T_b), h_bwd(1)]       the final state of each direction
+        mean:  sum_{t <= T_b} h_t / T_b     over real steps only
+        max:   max_{t <= T_b} h_t           over real steps only
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.embedding = nn.Embedding(config.vocab_size, config.embed_dim, padding_idx=PAD_ID)
+        self.encoder = RecurrentEncoder(
+            config.cell,
+            config.embed_dim,
+            config.hidden_size,
+            layers=config.layers,
+            bidirectional=config.bidirectional,
+            dropout=config.dropout,
+            forget_bias=config.forget_bias,
+        )
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(self.encoder.output_size, config.num_classes)
+
+    def features(
+        self, ids: Tensor, lengths: Tensor, observer: Callable[..., None] | None = None
+    ) -> Tensor:
+        """The pooled representation (B, D*H) that the classifier reads."""
+        embedded = self.dropout(self.embedding(ids))  # (B, T, E)
+        outputs, finals = self.encoder(embedded, lengths, observer)  # (B, T, D*H), (B, D*H)
+        pooling = self.config.pooling
+        if pooling == "last":
+            return finals
+        mask = length_mask(lengths, ids.shape[1]).unsqueeze(-1)  # (B, T, 1)
+        if pooling == "mean":
+            return outputs.sum(dim=1) / lengths.unsqueeze(1).to(outputs.dtype)
+        return outputs.masked_fill(~mask, float("-inf")).amax(dim=1)
+
+    def forward(
+        self, ids: Tensor, lengths: Tensor, observer: Callable[..., None] | None = None
+    ) -> Tensor:
+        return self.classifier(self.dropout(self.features(ids, lengths, observer)))  # (B, C)
+
+
+def pad_batch(sequences: list, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+    """Right-pad 1-D id arrays (numpy or lists) -> ids (B, T) int64 and lengths (B,)."""
+    lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
+    ids = torch.full((len(sequences), int(lengths.max())), PAD_ID, dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        ids[row, : len(sequence)] = torch.as_tensor(sequence, dtype=torch.long)
+    return ids.to(device), lengths.to(device)

@@ -1,0 +1,141 @@
+"""Pictures of the gradient flow: a log-scale character plot for the terminal and, with
+``--plot``, a matplotlib figure (the optional ``plot`` extra).
+
+Both draw ``||dL/ds_t|| / ||dL/ds_T||`` (s_t the recurrent state, see diagnostics.FlowReport):
+each curve divided by its own last-step norm, so every cell ends at 1 on the right and its left
+end reads directly as the first/last ratio.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from rich.text import Text
+
+from lstmcli.errors import ConfigError
+
+PLOT_FORMATS = ("png", "svg", "pdf")
+COLOURS = {"rnn": "#d62728", "lstm": "#1f77b4", "gru": "#2ca02c", "peephole": "#9467bd",
+           "coupled": "#ff7f0e"}
+TERMINAL_COLOURS = {"rnn": "red", "lstm": "blue", "gru": "green", "peephole": "magenta",
+                    "coupled": "yellow"}
+
+
+def relative_log10(norms: Sequence[float]) -> list[float | None]:
+    """log10(norm_t / norm_last) per step; None where the norm is zero or not finite."""
+    if not norms or not norms[-1] > 0 or not math.isfinite(norms[-1]):
+        return [None] * len(norms)
+    last = norms[-1]
+    return [math.log10(v / last) if v > 0 and math.isfinite(v) else None for v in norms]
+
+
+def terminal_plot(
+    series: Mapping[str, Sequence[float]], width: int = 60, height: int = 12
+) -> Text:
+    """A character plot of every curve on a shared log10 y axis: one marker per column (the
+    first letter of the series' name, in its colour), steps left to right."""
+    logs = {name: relative_log10(values) for name, values in series.items()}
+    finite = [v for values in logs.values() for v in values if v is not None]
+    text = Text()
+    if not finite:
+        text.append("(no finite gradient to plot)\n")
+        return text
+    top = math.ceil(max(finite))
+    bottom = math.floor(min(finite))
+    if top == bottom:
+        top, bottom = top + 1, bottom - 1
+    steps = max(len(values) for values in logs.values())
+    width = max(2, min(width, steps))
+    grid: list[list[tuple[str, str] | None]] = [[None] * width for _ in range(height)]
+    for name, values in logs.items():
+        marker = (name[:1] or "*").upper() if name in TERMINAL_COLOURS else name[:1] or "*"
+        colour = TERMINAL_COLOURS.get(name, "cyan")
+        count = len(values)
+        for column in range(width):
+            # The step at the column's centre; the right edge is always the last step.
+            t = count - 1 if column == width - 1 else int((column + 0.5) * count / width)
+            value = values[t]
+            if value is None:
+                continue
+            row = round((top - value) / (top - bottom) * (height - 1))
+            grid[row][column] = (marker, colour)
+    label_width = 7
+    for row in range(height):
+        exponent = top - row * (top - bottom) / (height - 1)
+        label = f"1e{exponent:+.0f}" if row in (0, height // 2, height - 1) else ""
+        text.append(f"{label:>{label_width}} ┤", style="dim")
+        for cell in grid[row]:
+            if cell is None:
+                text.append(" ")
+            else:
+                text.append(cell[0], style=f"bold {cell[1]}")
+        text.append("\n")
+    axis = "t=1".ljust(width - len(f"t={steps}")) + f"t={steps}"
+    text.append(" " * (label_width + 2) + axis + "\n", style="dim")
+    return text
+
+
+def check_plot_target(path: Path) -> None:
+    """Fail early, before any work, on a --plot file that cannot be written."""
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix not in PLOT_FORMATS:
+        raise ConfigError(
+            f"--plot {path}: unknown image type {path.suffix or '(no extension)'}; "
+            f"use one of: {', '.join('.' + f for f in PLOT_FORMATS)}"
+        )
+    if not path.parent.is_dir():
+        raise ConfigError(f"--plot {path}: directory {path.parent} does not exist")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ConfigError("--plot needs matplotlib: pip install lstmcli[plot]") from None
+
+
+def write_figure(
+    path: Path,
+    curves: Mapping[str, Sequence[float]],
+    accuracies: Mapping[str, float | None],
+    title: str,
+) -> None:
+    """The gradient-flow curves (log y) and, when any cell has one, the accuracy bars; written
+    atomically in the format the extension names."""
+    check_plot_target(path)
+    from matplotlib.figure import Figure  # no pyplot: no global backend, no GUI
+
+    with_accuracy = any(a is not None for a in accuracies.values())
+    figure = Figure(figsize=(9.0, 3.8) if with_accuracy else (6.5, 3.8), dpi=110,
+                    layout="constrained")
+    axes = figure.subplots(1, 2, width_ratios=[3, 1]) if with_accuracy else [figure.subplots()]
+    flow = axes[0]
+    for name, norms in curves.items():
+        logs = relative_log10(norms)
+        steps = [t + 1 for t, v in enumerate(logs) if v is not None]
+        values = [10.0 ** v for v in logs if v is not None]
+        if steps:
+            flow.plot(steps, values, label=name, color=COLOURS.get(name), linewidth=1.8)
+    flow.set_yscale("log")
+    flow.set_xlabel("time step t")
+    flow.set_ylabel("‖∂L/∂s_t‖ / ‖∂L/∂s_T‖")
+    flow.set_title(title, fontsize=10)
+    flow.grid(True, which="major", alpha=0.3)
+    flow.legend(frameon=False)
+    if with_accuracy:
+        bars = axes[1]
+        names = [n for n, a in accuracies.items() if a is not None]
+        values = [accuracies[n] for n in names]
+        bars.bar(names, values, color=[COLOURS.get(n, "grey") for n in names])
+        bars.axhline(0.5, color="black", linestyle=":", linewidth=1)
+        bars.set_ylim(0, 1)
+        bars.set_title("held-out accuracy", fontsize=10)
+        for x, value in enumerate(values):
+            bars.text(x, value + 0.02, f"{value:.2f}", ha="center", fontsize=9)
+    suffix = path.suffix.lower().lstrip(".")
+    temp = path.with_name(path.name + ".tmp")
+    try:
+        figure.savefig(temp, format=suffix)
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)

@@ -1,0 +1,194 @@
+"""The named datasets behind ``--dataset NAME`` and where their rows come from.
+
+Resolution order for a hub dataset: a local copy ``DIR/NAME/SPLIT.parquet`` (``--data-dir DIR``
+or ``$LSTM_DATA_DIR``), then the Hugging Face cache and hub through ``datasets.load_dataset``.
+The bundled ``sample`` dataset is read from ``data/sample/*.jsonl`` beside the package.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lstmcli.datafiles import RawSplit, label_keys, one_line, pick_columns, read_file
+from lstmcli.errors import DataError
+
+SPLITS = ("train", "validation", "test")
+DATA_DIR_ENV = "LSTM_DATA_DIR"
+SAMPLE_DIR = Path(__file__).resolve().parent.parent / "data" / "sample"
+BINARY = ("negative", "positive")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """One registered dataset: where it lives on the hub and how its columns read."""
+
+    name: str
+    hub_id: str | None  # None: bundled with the package
+    text_column: str
+    label_column: str
+    label_names: tuple[str, ...]  # index = the integer label the data stores
+    splits: tuple[str, ...]  # the labelled splits the hub offers
+    description: str
+    hub_config: str | None = None  # the `name` argument of load_dataset (GLUE's "sst2")
+
+
+_REGISTRY: dict[str, DatasetInfo] = {
+    info.name: info
+    for info in (
+        DatasetInfo(
+            "sample", None, "text", "label", BINARY, SPLITS,
+            "A few hundred short movie reviews bundled with lstmcli, for smoke tests",
+        ),
+        DatasetInfo(
+            "imdb", "stanfordnlp/imdb", "text", "label", BINARY, ("train", "test"),
+            "IMDB movie reviews (Maas et al. 2011): 25,000 train / 25,000 test, long reviews",
+        ),
+        DatasetInfo(
+            "sst2", "nyu-mll/glue", "sentence", "label", BINARY, ("train", "validation"),
+            "GLUE SST-2 movie-review sentences: 67,349 train / 872 validation "
+            "(the test split is unlabelled: evaluate on validation)",
+            hub_config="sst2",
+        ),
+        DatasetInfo(
+            "rotten_tomatoes", "cornell-movie-review-data/rotten_tomatoes", "text", "label",
+            BINARY, SPLITS,
+            "Pang & Lee sentence polarity (Rotten Tomatoes snippets): 8,530 / 1,066 / 1,066",
+        ),
+        DatasetInfo(
+            "yelp_polarity", "fancyzhx/yelp_polarity", "text", "label", BINARY,
+            ("train", "test"),
+            "Yelp reviews, 1-2 stars negative, 3-4 positive: 560,000 train / 38,000 test",
+        ),
+        DatasetInfo(
+            "amazon_polarity", "fancyzhx/amazon_polarity", "content", "label", BINARY,
+            ("train", "test"),
+            "Amazon product reviews (body text): 3,600,000 train / 400,000 test",
+        ),
+    )
+}
+
+
+def dataset_registry() -> dict[str, DatasetInfo]:
+    """The registered datasets by name (a copy: changing it changes nothing)."""
+    return dict(_REGISTRY)
+
+
+def lookup(name: str) -> DatasetInfo | None:
+    """The registered dataset of that name, or None."""
+    return _REGISTRY.get(name)
+
+
+@dataclass
+class Source:
+    """Where one dataset's splits come from; `read` loads one split on demand."""
+
+    name: str
+    available: tuple[str, ...]  # the labelled splits present, in SPLITS order
+    read: Callable[[str], RawSplit]
+    label_names: list[str] | None = None  # fixed by the registry; None: inferred from train
+    notes: list[str] = field(default_factory=list)
+
+
+def resolve_data_dir(data_dir: str | None) -> Path | None:
+    """--data-dir, else $LSTM_DATA_DIR, else None; DataError if the one given does not exist."""
+    origin = "--data-dir"
+    if not data_dir:
+        data_dir, origin = os.environ.get(DATA_DIR_ENV) or None, DATA_DIR_ENV
+    if data_dir is None:
+        return None
+    path = Path(data_dir).expanduser()
+    if not path.is_dir():
+        raise DataError(
+            f"data directory {path} (from {origin}) does not exist; create it with "
+            f"NAME/SPLIT.parquet files or point {origin} at an existing directory"
+        )
+    return path
+
+
+def local_copy_dir(name: str, data_dir: str | None = None) -> Path | None:
+    """The folder a named dataset is read from locally; None when it would come from the hub."""
+    if name == "sample":
+        return SAMPLE_DIR if SAMPLE_DIR.is_dir() else None
+    root = resolve_data_dir(data_dir)
+    if root is not None and (root / name).is_dir():
+        return root / name
+    return None
+
+
+def named_source(info: DatasetInfo, data_dir: str | None) -> Source:
+    """The splits of a registered dataset: bundled, local copy, or the Hugging Face hub."""
+    names = list(info.label_names)
+    if info.hub_id is None:
+        return _folder_source(info, _sample_dir(), ".jsonl", "bundled sample")
+    root = resolve_data_dir(data_dir)
+    if root is not None and (root / info.name).is_dir():
+        return _folder_source(info, root / info.name, ".parquet", "local copy")
+
+    def read(split: str) -> RawSplit:
+        return _read_hub(info, split, root)
+
+    note = f"{info.name}: from the Hugging Face hub or its cache ({info.hub_id})"
+    return Source(info.name, info.splits, read, names, [note])
+
+
+def _sample_dir() -> Path:
+    if not (SAMPLE_DIR / "train.jsonl").is_file():
+        raise DataError(
+            f"the bundled sample dataset is missing ({SAMPLE_DIR / 'train.jsonl'} not found); "
+            "reinstall lstmcli, or pass --dataset with another dataset or a data file"
+        )
+    return SAMPLE_DIR
+
+
+def _folder_source(info: DatasetInfo, folder: Path, suffix: str, kind: str) -> Source:
+    """A folder of SPLIT<suffix> files; the splits present are the splits available."""
+    available = tuple(s for s in SPLITS if (folder / f"{s}{suffix}").is_file())
+    if "train" not in available:
+        raise DataError(
+            f"{kind} {folder} has no train{suffix}; put train{suffix} (and test{suffix}) there, "
+            "or remove the folder to use the Hugging Face hub"
+        )
+
+    def read(split: str) -> RawSplit:
+        raw = read_file(folder / f"{split}{suffix}", info.text_column, info.label_column)
+        raw.labels = _ids_to_names(raw.labels, info.label_names)
+        return raw
+
+    note = f"{info.name}: {kind} {folder}"
+    return Source(info.name, available, read, list(info.label_names), [note])
+
+
+def _read_hub(info: DatasetInfo, split: str, root: Path | None) -> RawSplit:
+    """One split through datasets.load_dataset: the Hugging Face cache, else a download."""
+    import datasets  # slow to import: only when a dataset really comes from the hub
+
+    assert info.hub_id is not None
+    try:
+        dataset = datasets.load_dataset(info.hub_id, info.hub_config, split=split)
+    except (ConnectionError, FileNotFoundError):
+        looked = root / info.name if root is not None else f"(no --data-dir / {DATA_DIR_ENV} set)"
+        layout = "{" + ",".join(info.splits) + "}"
+        raise DataError(
+            f"dataset {info.name} not found: looked in {looked} and the Hugging Face hub "
+            f"({info.hub_id}; offline?); download it once with network, or put "
+            f"DIR/{info.name}/{layout}.parquet and pass --data-dir DIR"
+        ) from None
+    except (OSError, ValueError) as error:
+        raise DataError(
+            f"could not load the {split} split of {info.hub_id} from the Hugging Face hub: "
+            f"{one_line(error)}"
+        ) from None
+    source = f"{info.name} {split} ({info.hub_id})"
+    text, label = pick_columns(dataset.column_names, info.text_column, info.label_column, source)
+    table = dataset.select_columns([text, label]).with_format("arrow")[:]
+    keys = label_keys(table.column(label).to_pylist(), source)
+    return RawSplit(table.column(text).to_pylist(), _ids_to_names(keys, info.label_names), source)
+
+
+def _ids_to_names(keys: list[str | None], names: tuple[str, ...]) -> list[str | None]:
+    """Integer labels become the registry's names; anything else is left for the caller to map."""
+    lookup = {str(i): name for i, name in enumerate(names)}
+    return [lookup.get(k, k) if k is not None else None for k in keys]

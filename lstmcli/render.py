@@ -1,0 +1,315 @@
+"""Rich renderings for people at a terminal: the training display, eval tables, cell panels, the
+gradient diagnostics (`lstm diagnose`) and the per-token strip of `lstm explain`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.markup import escape
+from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from lstmcli.diagnostics import SATURATION_HIGH, SATURATION_LOW, memory_gate
+from lstmcli.plots import terminal_plot
+from lstmcli.train import Callbacks
+
+
+class TrainDisplay(Callbacks):
+    """A progress bar per epoch above two tables that grow by one row per epoch: the training
+    metrics and the gradient diagnostics."""
+
+    def __init__(self, out: Console, err: Console, quiet: bool = False) -> None:
+        self.out = out
+        self.err = err
+        self.quiet = quiet
+        self.progress = Progress(
+            TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(),
+            console=err, transient=True,
+        )
+        self.table = epoch_table()
+        self.cell = "lstm"
+        self.gradients = gradient_table(self.cell)
+        self.live: Live | None = None
+        self.task: Any = None
+
+    def __enter__(self) -> TrainDisplay:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+
+    def on_start(self, info: dict[str, Any]) -> None:
+        self.cell = info["cell"]
+        self.gradients = gradient_table(self.cell)
+        if self.quiet:
+            return
+        sizes = f"{info['train_size']:,} train / {info['validation_size']:,} validation"
+        if info["test_size"]:
+            sizes += f" / {info['test_size']:,} test"
+        self.err.print(
+            f"[bold]{escape(info['cell'])}[/] on [bold]{escape(info['dataset'])}[/] ({sizes}), "
+            f"labels {escape(', '.join(info['label_names']))}, vocabulary "
+            f"{info['vocab_size']:,}, {info['parameters']:,} parameters, {info['device']}"
+        )
+        for note in info["notes"]:
+            self.err.print(f"[yellow]note:[/] {escape(note)}")
+        self.err.print(f"run directory: {escape(info['run_dir'])}")
+        self.live = Live(Group(self.table, self.gradients, self.progress), console=self.err,
+                         refresh_per_second=8, transient=True)
+        self.live.start()
+
+    def on_epoch_start(self, epoch: int, steps: int) -> None:
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+        self.task = self.progress.add_task("train", total=steps, epoch=epoch, loss=0.0)
+
+    def on_step(self, step: int, loss: float) -> None:
+        self.progress.update(self.task, completed=step, loss=loss)
+
+    def on_epoch_end(self, row: dict[str, Any]) -> None:
+        add_epoch_row(self.table, row)
+        add_gradient_row(self.gradients, row, self.cell)
+
+    def summary(self, summary: dict[str, Any]) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+        table = epoch_table()
+        gradients = gradient_table(self.cell)
+        for row in summary["epochs"]:
+            add_epoch_row(table, row)
+            add_gradient_row(gradients, row, self.cell)
+        self.out.print(table)
+        self.out.print(gradients)
+        if summary["epochs"]:
+            self.out.print(group_table(summary["epochs"][-1]))
+        line = (f"best epoch {summary['best_epoch']}: validation accuracy "
+                f"{summary['best_val_accuracy']:.4f}")
+        if summary["test_accuracy"] is not None:
+            line += f", test accuracy {summary['test_accuracy']:.4f}"
+        self.out.print(line)
+        self.out.print(f"saved {escape(summary['run_dir'])}")
+
+
+def epoch_table() -> Table:
+    table = Table(title="Training", title_justify="left")
+    # Short headers: the table must fit an 80-column terminal or CI log.
+    for column in ("epoch", "loss", "acc", "val loss", "val acc", "‖g‖ mean", "‖g‖ max",
+                   "clipped", "tok/s"):
+        table.add_column(column, justify="right")
+    return table
+
+
+def add_epoch_row(table: Table, row: dict[str, Any]) -> None:
+    mark = " *" if row["best"] else ""
+    table.add_row(
+        f"{row['epoch']}{mark}", f"{row['train_loss']:.4f}", f"{row['train_accuracy']:.4f}",
+        f"{row['val_loss']:.4f}", f"{row['val_accuracy']:.4f}", f"{row['grad_norm_mean']:.3f}",
+        f"{row['grad_norm_max']:.3f}", f"{row['clipped_fraction']:.0%}",
+        f"{row['tokens_per_second']:,.0f}",
+    )
+
+
+def _sci(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1e}"
+
+
+def _gate_cell(stats: dict[str, float] | None) -> str:
+    """mean, then the saturated shares low/high: '0.74 0%/4%'."""
+    if not stats:
+        return "-"
+    return (f"{stats['mean']:.2f} {stats['saturated_low']:.0%}/"
+            f"{stats['saturated_high']:.0%}")
+
+
+def gradient_table(cell: str) -> Table:
+    """Per epoch: median gradient norm, update/weight ratio, the flow summaries and the memory
+    gate (mean, share below 0.1 / above 0.9)."""
+    table = Table(title="Gradients (flow: layer 1 forward, fixed validation batch)",
+                  title_justify="left")
+    for column in ("epoch", "‖g‖ med", "Δw/w", "∂s first/last", "decay/step"):
+        table.add_column(column, justify="right")
+    gate = memory_gate(cell)
+    if gate is not None:
+        table.add_column(f"{gate} lo/hi", justify="right")
+    return table
+
+
+def add_gradient_row(table: Table, row: dict[str, Any], cell: str) -> None:
+    cells = [str(row["epoch"]), f"{row['grad_norm_median']:.3f}", f"{row['update_ratio']:.1e}",
+             _sci(row["flow_first_last_ratio"]),
+             "-" if row["flow_decay_per_step"] is None else f"{row['flow_decay_per_step']:.3f}"]
+    gate = memory_gate(cell)
+    if gate is not None:
+        cells.append(_gate_cell(row["gates"].get(gate)))
+    table.add_row(*cells)
+
+
+def group_table(row: dict[str, Any]) -> Table:
+    """The epoch's mean gradient norm and update/weight ratio per parameter group."""
+    table = Table(title=f"Parameter groups, epoch {row['epoch']} (means over its steps)",
+                  title_justify="left")
+    for column in ("group", "‖g‖", "Δw/w"):
+        table.add_column(column, justify="right")
+    for group, norm in row["grad_norm_groups"].items():
+        table.add_row(escape(group), f"{norm:.2e}", f"{row['update_ratio_groups'][group]:.1e}")
+    return table
+
+
+def diagnose_renderables(payload: dict[str, Any]) -> list[RenderableType]:
+    """The flow table, the terminal curves and the gate table of `lstm diagnose`."""
+    cells = payload["cells"]
+    first = next(iter(cells.values()))
+    with_accuracy = any(entry.get("accuracy") is not None for entry in cells.values())
+    flow = Table(
+        title=f"Gradient through time w.r.t. the state s_t (h_t; h_t and c_t for the LSTM "
+              f"family), layer {first['layer']} {first['direction']}, {first['examples']} "
+              f"examples × {first['steps']} steps",
+        title_justify="left")
+    for column in ("cell", "‖∂L/∂s_1‖", "‖∂L/∂s_T‖", "first/last", "decay/step",
+                   "h first/last", "c first/last"):
+        flow.add_column(column, justify="right")
+    if with_accuracy:
+        flow.add_column("accuracy", justify="right")
+    for name, entry in cells.items():
+        decay = entry["decay_per_step"]
+        row = [escape(name), _sci(entry["first"]), _sci(entry["last"]),
+               _sci(entry["first_last_ratio"]), "-" if decay is None else f"{decay:.4f}",
+               _sci(entry["h_first_last_ratio"]), _sci(entry["c_first_last_ratio"])]
+        if with_accuracy:
+            accuracy = entry.get("accuracy")
+            row.append("-" if accuracy is None else f"{accuracy:.3f}")
+        flow.add_row(*row)
+    curves = terminal_plot({name: entry["grad_norm_by_step"] for name, entry in cells.items()})
+    title = Text("‖∂L/∂s_t‖ / ‖∂L/∂s_T‖, log scale (letters: ", style="bold")
+    title.append(", ".join(f"{name[:1].upper()} {name}" for name in cells), style="bold")
+    title.append(")", style="bold")
+    gates = Table(title=f"Gates (share below {SATURATION_LOW} / above {SATURATION_HIGH}: "
+                        "saturated)", title_justify="left")
+    for column in ("cell", "gate", "mean", f"< {SATURATION_LOW}", f"> {SATURATION_HIGH}"):
+        gates.add_column(column, justify="right")
+    for name, entry in cells.items():
+        if not entry["gates"]:
+            gates.add_row(escape(name), "(none)", "-", "-", "-")
+        for gate, stats in entry["gates"].items():
+            gates.add_row(escape(name), gate, f"{stats['mean']:.3f}",
+                          f"{stats['saturated_low']:.1%}", f"{stats['saturated_high']:.1%}")
+    return [flow, title, curves, gates]
+
+
+def _blend(p: float) -> str:
+    """red (0) -> grey (0.5) -> green (1) as a hex colour."""
+    p = min(max(p, 0.0), 1.0)
+    low, mid, high = (200, 40, 40), (90, 90, 90), (30, 160, 60)
+    a, b, f = (low, mid, p * 2) if p < 0.5 else (mid, high, (p - 0.5) * 2)
+    return "#" + "".join(f"{round(x + (y - x) * f):02x}" for x, y in zip(a, b, strict=True))
+
+
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
+
+
+def explain_renderables(payload: dict[str, Any], width: int = 80) -> list[RenderableType]:
+    """Tokens as a coloured strip, wrapped to ``width``: each token on a background that shows
+    the running prediction (two classes: red to green with P(second class); more: the predicted
+    class's colour), with P(...) and the memory-gate mean underneath."""
+    names = payload["label_names"]
+    binary = len(names) == 2
+    gate = payload["gate"]
+    rows = ["", f"P({names[1]})" if binary else "top class", gate or ""]
+    label_width = max(len(r) for r in rows) + 1
+    lines: list[Text] = []
+    columns: list[tuple[str, str, str, str]] = []
+    for step in payload["tokens"]:
+        probabilities = step["probabilities"]
+        if binary:
+            p = probabilities[names[1]]
+            colour, shown = _blend(p), f"{p:.2f}"
+        else:
+            best = max(probabilities, key=probabilities.__getitem__)
+            colour = PALETTE[names.index(best) % len(PALETTE)]
+            shown = f"{best[:4]}{probabilities[best]:.1f}"
+        gate_text = "" if step["gate"] is None else f"{step['gate']:.2f}"
+        token = step["token"] if step["known"] else f"{step['token']}?"
+        columns.append((token, shown, gate_text, colour))
+    block: list[tuple[str, str, str, str]] = []
+    used = label_width
+
+    def flush() -> None:
+        if not block:
+            return
+        for index, label in enumerate(rows):
+            if index == 2 and gate is None:
+                continue
+            line = Text(label.ljust(label_width), style="dim")
+            for token, shown, gate_text, colour in block:
+                cell_width = max(len(token), 4)
+                if index == 0:
+                    line.append(token.center(cell_width), style=f"bold white on {colour}")
+                else:
+                    line.append((shown if index == 1 else gate_text).center(cell_width))
+                line.append(" ")
+            lines.append(line)
+        lines.append(Text(""))
+
+    for column in columns:
+        cell_width = max(len(column[0]), 4) + 1
+        if block and used + cell_width > width:
+            flush()
+            block, used = [], label_width
+        block.append(column)
+        used += cell_width
+    flush()
+    final = payload["probabilities"]
+    verdict = Text(f"{payload['label']} ", style="bold")
+    verdict.append(", ".join(f"{name} {final[name]:.3f}" for name in names))
+    notes = [verdict]
+    if gate is None:
+        notes.append(Text(f"{payload['cell']} has no gate: only the probabilities are shown",
+                          style="dim"))
+    else:
+        notes.append(Text(f"{gate}: mean {gate} gate of layer 1 (forward) at each token; near 1 "
+                          "keeps the memory, near 0 overwrites it", style="dim"))
+    if any(not step["known"] for step in payload["tokens"]):
+        notes.append(Text("?: not in the vocabulary, read as [UNK]", style="dim"))
+    if payload["truncated"]:
+        notes.append(Text("the text was cut to the model's max_len tokens", style="dim"))
+    return [*lines, *notes]
+
+
+def eval_tables(payload: dict[str, Any]) -> list[RenderableType]:
+    names = payload["label_names"]
+    head = (f"{escape(payload['dataset'])} {payload['split']}: {payload['examples']:,} examples, "
+            f"accuracy [bold]{payload['accuracy']:.4f}[/], macro F1 {payload['macro_f1']:.4f}")
+    per_class = Table(title="Per class", title_justify="left")
+    for column in ("label", "precision", "recall", "F1", "support"):
+        per_class.add_column(column, justify="right")
+    for name in names:
+        stats = payload["per_class"][name]
+        per_class.add_row(escape(name), f"{stats['precision']:.4f}", f"{stats['recall']:.4f}",
+                          f"{stats['f1']:.4f}", f"{stats['support']:,}")
+    confusion = Table(title="Confusion matrix (rows: true, columns: predicted)",
+                      title_justify="left")
+    confusion.add_column("")
+    for name in names:
+        confusion.add_column(escape(name), justify="right")
+    for name, counts in zip(names, payload["confusion_matrix"], strict=True):
+        confusion.add_row(escape(name), *(f"{count:,}" for count in counts))
+    return [head, per_class, confusion]
+
+
+def cell_panels(rows: list[dict[str, Any]]) -> list[RenderableType]:
+    panels = []
+    for row in rows:
+        gates = ", ".join(row["gates"]) or "none"
+        kernel = "torch fused kernel" if row["fused_kernel"] else "lstmcli step-wise"
+        title = (f"[bold]{row['name']}[/]  state {', '.join(row['state'])} · gates {gates} · "
+                 f"W_hh {row['weight_blocks']}H x H · {kernel}")
+        panels.append(Panel(escape(row["equations"]), title=title, title_align="left"))
+    return panels

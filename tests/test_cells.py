@@ -1,0 +1,161 @@
+"""The cells against their equations: torch's own modules for the standard ones, numpy for the
+rest."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from lstmcli.cells import CELLS
+from lstmcli.config import CELL_NAMES
+from lstmcli.recurrent import RecurrentEncoder, run_stepwise
+
+TORCH_MODULES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+LENGTHS = torch.tensor([7, 3, 5, 1])
+
+
+def test_registry_names_match_config_choices():
+    assert tuple(CELLS) == CELL_NAMES
+
+
+def copy_into_cell(cell, reference: nn.RNNBase, suffix: str) -> None:
+    with torch.no_grad():
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(cell, name).copy_(getattr(reference, f"{name}{suffix}"))
+
+
+@pytest.mark.parametrize("name", ["rnn", "lstm", "gru"])
+def test_stepwise_cell_equals_torch_module_on_variable_length_batch(name):
+    torch.manual_seed(0)
+    reference = TORCH_MODULES[name](5, 8, batch_first=True)
+    cell = CELLS[name](5, 8)
+    torch.nn.init.normal_(cell.weight_ih)  # make sure the copy, not a shared init, is tested
+    copy_into_cell(cell, reference, "_l0")
+    x = torch.randn(4, 7, 5)
+    expected, final = reference(pack_padded_sequence(x, LENGTHS, batch_first=True,
+                                                     enforce_sorted=False))
+    expected, _ = pad_packed_sequence(expected, batch_first=True, total_length=7)
+    outputs, state = run_stepwise(cell, x, LENGTHS)
+    final_h = final[0] if name == "lstm" else final
+    assert (outputs - expected).abs().max() < 1e-5
+    assert (state[0] - final_h[0]).abs().max() < 1e-5
+    if name == "lstm":
+        assert (state[1] - final[1][0]).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("name", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("stepwise", [False, True])
+def test_bidirectional_two_layer_encoder_equals_torch_module(name, stepwise):
+    """Our per-sequence reversal must equal torch's packed bidirectional stack exactly."""
+    torch.manual_seed(1)
+    reference = TORCH_MODULES[name](6, 5, num_layers=2, bidirectional=True, batch_first=True)
+    encoder = RecurrentEncoder(name, 6, 5, layers=2, bidirectional=True)
+    for layer_index, layer in enumerate(encoder.layers):
+        for direction, recurrence in enumerate(layer):
+            suffix = f"_l{layer_index}" + ("_reverse" if direction else "")
+            copy_into_cell(recurrence.cell, reference, suffix)
+    encoder.set_stepwise(stepwise)
+    x = torch.randn(4, 7, 6)
+    expected, _ = reference(pack_padded_sequence(x, LENGTHS, batch_first=True,
+                                                 enforce_sorted=False))
+    expected, _ = pad_packed_sequence(expected, batch_first=True, total_length=7)
+    outputs, finals = encoder(x, LENGTHS)
+    assert (outputs - expected).abs().max() < 1e-5
+    last_forward = expected[torch.arange(4), LENGTHS - 1, :5]
+    first_backward = expected[:, 0, 5:]
+    assert (finals - torch.cat([last_forward, first_backward], dim=1)).abs().max() < 1e-5
+
+
+def test_peephole_with_zero_peepholes_equals_lstm():
+    torch.manual_seed(2)
+    lstm = CELLS["lstm"](4, 6)
+    peephole = CELLS["peephole"](4, 6)
+    with torch.no_grad():
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(peephole, name).copy_(getattr(lstm, name))
+        for name in ("peephole_input", "peephole_forget", "peephole_output"):
+            getattr(peephole, name).zero_()
+    x = torch.randn(4, 7, 4)
+    expected, _ = run_stepwise(lstm, x, LENGTHS)
+    outputs, _ = run_stepwise(peephole, x, LENGTHS)
+    assert (outputs - expected).abs().max() < 1e-6
+
+
+def test_peephole_changes_the_result_when_peepholes_are_nonzero():
+    torch.manual_seed(2)
+    peephole = CELLS["peephole"](4, 6)
+    x = torch.randn(2, 5, 4)
+    with_peepholes, _ = run_stepwise(peephole, x, torch.tensor([5, 5]))
+    with torch.no_grad():
+        peephole.peephole_forget.zero_()
+    without, _ = run_stepwise(peephole, x, torch.tensor([5, 5]))
+    assert (with_peepholes - without).abs().max() > 1e-4
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def numpy_peephole_step(cell, x, h, c):
+    """The docstring's equations, written again in numpy."""
+    p = {n: t.detach().numpy().astype(np.float64) for n, t in cell.named_parameters()}
+    z = x @ p["weight_ih"].T + p["bias_ih"] + h @ p["weight_hh"].T + p["bias_hh"]
+    zi, zf, zg, zo = np.split(z, 4, axis=-1)
+    i = sigmoid(zi + p["peephole_input"] * c)
+    f = sigmoid(zf + p["peephole_forget"] * c)
+    g = np.tanh(zg)
+    c_new = f * c + i * g
+    o = sigmoid(zo + p["peephole_output"] * c_new)
+    return o * np.tanh(c_new), c_new
+
+
+def numpy_coupled_step(cell, x, h, c):
+    p = {n: t.detach().numpy().astype(np.float64) for n, t in cell.named_parameters()}
+    z = x @ p["weight_ih"].T + p["bias_ih"] + h @ p["weight_hh"].T + p["bias_hh"]
+    zf, zg, zo = np.split(z, 3, axis=-1)
+    f = sigmoid(zf)
+    c_new = f * c + (1 - f) * np.tanh(zg)
+    return sigmoid(zo) * np.tanh(c_new), c_new
+
+
+@pytest.mark.parametrize("name, reference", [("peephole", numpy_peephole_step),
+                                             ("coupled", numpy_coupled_step)])
+def test_custom_cells_follow_their_equations(name, reference):
+    torch.manual_seed(3)
+    cell = CELLS[name](4, 6)
+    with torch.no_grad():
+        for parameter in cell.parameters():
+            parameter.normal_(0, 0.5)  # peepholes too: the equations, not a zero init, are tested
+    x = torch.randn(3, 4)
+    h = torch.randn(3, 6)
+    c = torch.randn(3, 6)
+    (h_new, c_new), _ = cell(x, (h, c))
+    h_ref, c_ref = reference(cell, x.double().numpy(), h.double().numpy(), c.double().numpy())
+    assert np.abs(h_new.detach().numpy() - h_ref).max() < 1e-5
+    assert np.abs(c_new.detach().numpy() - c_ref).max() < 1e-5
+
+
+def test_coupled_input_gate_is_one_minus_forget_gate():
+    torch.manual_seed(4)
+    cell = CELLS["coupled"](4, 6)
+    _, gates = cell(torch.randn(5, 4), cell.init_state(5, torch.zeros(1)))
+    assert torch.allclose(gates["input"], 1 - gates["forget"], atol=0, rtol=0)
+    assert sum(p.numel() for p in cell.parameters()) == 3 * 6 * (4 + 6) + 2 * 3 * 6
+
+
+@pytest.mark.parametrize("name", ["lstm", "peephole", "coupled"])
+def test_forget_bias_initialisation(name):
+    cell = CELLS[name](4, 6, forget_bias=1.5)
+    chunk = cell.forget_chunk
+    rows = slice(chunk * 6, (chunk + 1) * 6)
+    total = (cell.bias_ih + cell.bias_hh)[rows]
+    assert torch.allclose(total, torch.full((6,), 1.5))
+
+
+@pytest.mark.parametrize("name", CELL_NAMES)
+def test_every_cell_documents_its_equations(name):
+    doc = CELLS[name].__doc__
+    assert "h_t" in doc and "=" in doc

@@ -1,0 +1,213 @@
+"""The `lstm` command as users and scripts drive it: exit codes, output, JSON and errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from lstmcli.cli import app
+from lstmcli.config import CELL_NAMES
+
+from helpers import make_reviews, write_jsonl
+
+runner = CliRunner()
+TINY = ["--epochs", "3", "--hidden-size", "16", "--embed-dim", "16", "--batch-size", "16",
+        "--lr", "0.01"]
+
+
+def invoke(*args: str, input: str | None = None):
+    return runner.invoke(app, list(args), input=input)
+
+
+def train_tiny(data: Path, output: Path, *extra: str):
+    result = invoke("train", "--dataset", str(data), "--output", str(output), *TINY, *extra)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def assert_clean_error(result, *fragments: str) -> None:
+    """One line naming the problem, a non-zero exit code, no traceback."""
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("error:"), result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("cell", CELL_NAMES)
+def test_train_eval_predict_round_trip(cell, tiny_file, tmp_path):
+    run = tmp_path / f"run-{cell}"
+    result = train_tiny(tiny_file, run, "--cell", cell)
+    assert "best epoch" in result.output
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "metrics.jsonl"):
+        assert (run / name).is_file()
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2, 3]
+    assert {"train_loss", "val_loss", "val_accuracy", "grad_norm_mean", "grad_norm_max",
+            "clipped_fraction"} <= set(rows[0])
+
+    evaluated = invoke("eval", "--model", str(run), "--split", "validation", "--json")
+    assert evaluated.exit_code == 0, evaluated.output
+    report = json.loads(evaluated.output)
+    assert report["split"] == "validation"
+    assert sum(map(sum, report["confusion_matrix"])) == report["examples"]
+    assert 0.0 <= report["accuracy"] <= 1.0
+
+    predicted = invoke("predict", "--model", str(run), "--json", "wonderful superb food",
+                       "awful boring plot")
+    assert predicted.exit_code == 0, predicted.output
+    lines = [json.loads(line) for line in predicted.output.splitlines()]
+    assert [line["text"] for line in lines] == ["wonderful superb food", "awful boring plot"]
+    for line in lines:
+        assert set(line["probabilities"]) == {"negative", "positive"}
+        assert abs(sum(line["probabilities"].values()) - 1) < 1e-5
+
+
+def test_a_trained_model_learns_the_tiny_task(tiny_file, tmp_path):
+    run = tmp_path / "run"
+    result = invoke("train", "--dataset", str(tiny_file), "--output", str(run), "--epochs", "8",
+                    "--lr", "0.01", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["best_val_accuracy"] >= 0.9
+    predicted = invoke("predict", "--model", str(run), "the plot was wonderful")
+    assert predicted.output.split()[0] == "positive"
+    predicted = invoke("predict", "--model", str(run), "the plot was awful")
+    assert predicted.output.split()[0] == "negative"
+
+
+def test_predict_human_output_and_latest_run(tiny_file, tmp_path):
+    train_tiny(tiny_file, tmp_path / "run")
+    single = invoke("predict", "great movie")  # no --model: the latest run
+    assert single.exit_code == 0, single.output
+    label, probability = single.output.split()
+    assert label in {"positive", "negative"} and 0.5 <= float(probability) <= 1.0
+    several = invoke("predict", "great movie", "dreadful food")
+    lines = several.output.splitlines()
+    assert [line.split(maxsplit=2)[2] for line in lines] == ["great movie", "dreadful food"]
+
+
+def test_predict_reads_stdin_and_files(tiny_file, tmp_path):
+    train_tiny(tiny_file, tmp_path / "run")
+    from_stdin = invoke("predict", "--json", "-", input="great movie\n\nawful food\n")
+    assert [json.loads(x)["text"] for x in from_stdin.output.splitlines()] == ["great movie",
+                                                                               "awful food"]
+    texts = tmp_path / "texts.txt"
+    texts.write_text("superb\nbland\nloved it\n", encoding="utf-8")
+    from_file = invoke("predict", "--file", str(texts))
+    assert from_file.exit_code == 0
+    assert len(from_file.output.splitlines()) == 3
+
+
+def test_eval_human_output(tiny_file, tmp_path):
+    train_tiny(tiny_file, tmp_path / "run")
+    result = invoke("eval", "--split", "validation")
+    assert result.exit_code == 0, result.output
+    assert "accuracy" in result.output and "Confusion matrix" in result.output
+
+
+def test_train_with_a_config_file_and_flag_override(tiny_file, tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text(f'[model]\ncell = "gru"\nhidden_size = 12\n[data]\ndataset = "{tiny_file}"'
+                      '\n[train]\nepochs = 1\n', encoding="utf-8")
+    run = tmp_path / "run"
+    result = invoke("train", "--config", str(config), "--hidden-size", "10", "--output", str(run))
+    assert result.exit_code == 0, result.output
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["model"]["cell"] == "gru"
+    assert saved["model"]["hidden_size"] == 10
+    assert saved["label_names"] == ["negative", "positive"]
+    assert saved["format_version"] == 1
+
+
+def test_bundled_config_files_load():
+    from lstmcli.config import load_config
+
+    for path in sorted(Path(__file__).parents[1].glob("configs/*.toml")):
+        load_config(path).validate()
+
+
+def test_unknown_cell_lists_the_valid_ones(tiny_file):
+    result = invoke("train", "--dataset", str(tiny_file), "--cell", "transformer")
+    assert_clean_error(result, "unknown cell 'transformer'", ", ".join(CELL_NAMES))
+    assert not Path("runs").exists()
+
+
+def test_unknown_config_key_is_an_error(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text("[model]\nhiden_size = 12\n", encoding="utf-8")
+    assert_clean_error(invoke("train", "--config", str(config)), "unknown key 'hiden_size'")
+
+
+def test_missing_model_directory(tmp_path):
+    assert_clean_error(invoke("predict", "--model", str(tmp_path / "nope"), "hi"),
+                       "does not exist")
+    assert_clean_error(invoke("eval", "--model", str(tmp_path / "nope")), "does not exist")
+
+
+def test_no_run_yet():
+    assert_clean_error(invoke("predict", "great movie"), "no trained run found")
+
+
+def test_incomplete_run_directory(tmp_path):
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "config.json").write_text("{}")
+    assert_clean_error(invoke("predict", "--model", str(tmp_path / "half"), "hi"),
+                       "missing model.safetensors")
+
+
+def test_empty_text(tiny_file, tmp_path):
+    train_tiny(tiny_file, tmp_path / "run")
+    assert_clean_error(invoke("predict", "great", "   "), "text 2 is empty")
+    assert_clean_error(invoke("predict", "-", input="\n\n"), "no text to classify")
+
+
+def test_file_without_the_named_column(tmp_path):
+    data = write_jsonl(tmp_path / "reviews.jsonl", make_reviews(20))
+    result = invoke("train", "--dataset", str(data), "--text-column", "body")
+    assert_clean_error(result, "body", "text")
+    assert not Path("runs").exists()
+
+
+def test_existing_output_is_never_replaced_silently(tiny_file, tmp_path):
+    run = tmp_path / "run"
+    train_tiny(tiny_file, run)
+    before = (run / "model.safetensors").read_bytes()
+    assert_clean_error(invoke("train", "--dataset", str(tiny_file), "--output", str(run)),
+                       "--overwrite")
+    assert (run / "model.safetensors").read_bytes() == before
+    train_tiny(tiny_file, run, "--overwrite", "--seed", "1")
+    assert (run / "model.safetensors").read_bytes() != before
+
+
+def test_cells_lists_every_cell_with_equations():
+    result = invoke("cells", "--json")
+    assert result.exit_code == 0
+    rows = json.loads(result.output)["cells"]
+    assert [row["name"] for row in rows] == list(CELL_NAMES)
+    assert all("h_t" in row["equations"] for row in rows)
+    human = invoke("cells")
+    assert "1 - f_t" in human.output
+
+
+def test_help_and_predict_do_not_import_torch_at_top_level():
+    code = ("import sys; import lstmcli.cli, lstmcli.runs, lstmcli.predict; "
+            "print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "False"
+
+
+def test_version_and_help():
+    assert invoke("--version").output.startswith("lstmcli ")
+    help_text = invoke("--help").output
+    for command in ("train", "eval", "predict", "cells", "datasets"):
+        assert command in help_text
