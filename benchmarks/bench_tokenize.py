@@ -7,6 +7,11 @@ Reads DIR/imdb/train.parquet (default: ../shared/data beside the project, or $LS
 Each step runs --repeat times and the best wall time is reported (with the process CPU time of
 that run, which tells contention apart: CPU > wall means both cores worked). The cache lives in
 a temporary folder, so the cold run never finds an old entry.
+
+Measured (--repeat 3, defaults) on the project's 2-core machine, with another process using about
+one core (load average 3): vocabulary 2.10 s, encode 1.96 s, encode_cached miss 2.52 s, hit
+0.23 s (warm / cold 0.09). Tokenizing the 25,000 reviews thus takes about 2 s, 4 s with the
+vocabulary, against the issue's limit of 5 s.
 """
 
 from __future__ import annotations

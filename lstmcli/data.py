@@ -88,6 +88,11 @@ def load_splits(cfg: DataConfig, seed: int = 0) -> DatasetSplits:
     notes = list(source.notes)
     texts, keys = _clean(source.read("train"), "train", notes)
     label_names = source.label_names or infer_label_names(set(keys))
+    if len(label_names) > 2 and all(name.lstrip("-").isdigit() for name in label_names):
+        notes.append(
+            f"labels: {len(label_names)} classes ({', '.join(label_names[:10])}); for star "
+            "ratings pass --positive-threshold T to get negative/positive"
+        )
     train = TextSplit(texts, _map_labels(keys, label_names, "train", source, notes))
     _require_two_classes(train, label_names, source, capped=False)
     if "validation" in source.available:
@@ -240,15 +245,17 @@ def _map_labels(
     """Class ids for label keys; a negative/positive pair also accepts neg/pos, 0/1 and so on."""
     index = {name: i for i, name in enumerate(label_names)}
     unknown = sorted(set(keys) - set(index))
+    # A model that knows negative/positive also reads 0/1, neg/pos... (imdb model, 0/1 file).
     polar = [polarity(n) for n in label_names] == ["negative", "positive"]
-    aliased = {k: index[label_names[0 if polarity(k) == "negative" else 1]]
+    aliased = {k: 0 if polarity(k) == "negative" else 1
                for k in unknown if polar and polarity(k) is not None}
     still_unknown = [k for k in unknown if k not in aliased]
     if still_unknown:
+        listed = ", ".join(still_unknown[:10]) + (", ..." if len(still_unknown) > 10 else "")
         raise DataError(
-            f"{source.name} {split} has label(s) {', '.join(still_unknown[:10])} that {known_by} "
-            f"does not know (it knows: {', '.join(label_names)}); use the same label names, or "
-            "check --label-column"
+            f"{source.name} {split} has label(s) {listed} that {known_by} does not know "
+            f"(it knows: {', '.join(label_names)}); use the same label names, or check "
+            "--label-column"
         )
     if aliased:
         index.update(aliased)

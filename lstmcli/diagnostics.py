@@ -105,23 +105,24 @@ class ParameterGroups:
         self.parameters = [parameter for parameter, _, _ in plan]
         self.blocks = [blocks for _, blocks, _ in plan]
         index = [names.index(g) for _, _, groups in plan for g in groups]
-        self._index = torch.tensor(index, dtype=torch.long)
+        device = self.parameters[0].device
+        self._index = torch.tensor(index, dtype=torch.long, device=device)
+        self._zero = torch.zeros(1, device=device)
 
     def squared_norms(self, tensors: Sequence[Tensor | None]) -> Tensor:
         """(groups,) sum of squares of ``tensors`` (one per parameter, None counts as zero) per
-        group; a handful of norm kernels and no host sync."""
-        device = self.parameters[0].device
-        parts = []
+        group, in four kernel launches and no host sync: this runs three times per training step.
+        """
+        pieces: list[Tensor] = []
         for tensor, blocks in zip(tensors, self.blocks, strict=True):
             if tensor is None:
-                parts.append(torch.zeros(blocks, device=device))
+                pieces.extend([self._zero] * blocks)
             else:
-                # (G, rows/G * cols): one norm per gate block of the weight's rows
-                norms = torch.linalg.vector_norm(tensor.detach().reshape(blocks, -1), dim=1)
-                parts.append(norms.float() ** 2)
-        squares = torch.cat(parts)  # (blocks in all,)
-        index = self._index.to(squares.device)
-        return squares.new_zeros(len(self.names)).index_add_(0, index, squares)  # (groups,)
+                pieces.extend(tensor.detach().chunk(blocks))  # gate blocks of the rows (views)
+        # The fused multi-tensor norm that clip_grad_norm_ itself uses.
+        norms = torch._foreach_norm(pieces)
+        squares = torch.stack(norms).float() ** 2  # (blocks in all,)
+        return squares.new_zeros(len(self.names)).index_add_(0, self._index, squares)
 
 
 class GradientMonitor:
@@ -163,17 +164,16 @@ class GradientMonitor:
 
     def before_update(self) -> None:
         """Remember the weights, so that after_update can measure the step's size."""
-        parameters = self.groups.parameters
+        parameters = [p.detach() for p in self.groups.parameters]
         if not self._weights:
-            self._weights = [p.detach().clone() for p in parameters]
+            self._weights = [p.clone() for p in parameters]
         else:
-            for saved, parameter in zip(self._weights, parameters, strict=True):
-                saved.copy_(parameter.detach())
+            torch._foreach_copy_(self._weights, parameters)
         self._weight_squares = self.groups.squared_norms(self._weights)  # (groups,)
 
     def after_update(self) -> None:
-        for saved, parameter in zip(self._weights, self.groups.parameters, strict=True):
-            saved.sub_(parameter.detach())  # now -(W_new - W_old)
+        torch._foreach_sub_(self._weights, [p.detach() for p in self.groups.parameters])
+        # self._weights now holds W_old - W_new
         update_squares = self.groups.squared_norms(self._weights)  # (groups,)
         weight_squares = self._weight_squares
         tiny = torch.finfo(torch.float32).tiny
@@ -213,8 +213,9 @@ class FlowReport:
 
     The headline curve is the gradient with respect to the whole recurrent state s_t: h_t for
     the RNN and GRU, (h_t, c_t) for the LSTM family, so ||dL/ds_t||^2 = ||dL/dh_t||^2 +
-    ||dL/dc_t||^2. That is the quantity back-propagation carries from step to step; an LSTM keeps
-    its long-range gradient in c (through the forget gate) while ||dL/dh_t|| alone can be small.
+    ||dL/dc_t||^2. That is the quantity back-propagation carries from step to step (dL/ds_{t-1}
+    = J_t^T dL/ds_t plus what step t-1's output receives directly); an LSTM carries its
+    long-range gradient in c, through the forget gate, while ||dL/dh_t|| alone can be small.
     """
 
     cell: str
@@ -240,7 +241,6 @@ class FlowReport:
         """The stable JSON schema of one cell's flow (metrics.jsonl "flow", diagnose --json)."""
         state = flow_summary(self.state_norms)
         h = flow_summary(self.h_norms)
-        c = flow_summary(self.c_norms) if self.c_norms is not None else None
         return {
             "cell": self.cell,
             "layer": self.layer + 1,
@@ -255,8 +255,8 @@ class FlowReport:
             "decay_per_step": state["decay_per_step"],
             "h_grad_norm_by_step": _floats(self.h_norms),
             "h_first_last_ratio": h["first_last_ratio"],
+            # No ratio for c: its last value is 0 by construction (nothing reads c_T).
             "c_grad_norm_by_step": None if self.c_norms is None else _floats(self.c_norms),
-            "c_first_last_ratio": None if c is None else c["first_last_ratio"],
             "gates": self.gates,
         }
 
@@ -317,40 +317,41 @@ def measure_flow(
     """||dL/dh_t|| (and ||dL/dc_t||) for every step t of one recurrence, L the mean
     cross-entropy of the batch, plus gate statistics over its real steps.
 
-    Runs on a float64 copy of the model in eval mode (no dropout), step-wise: float32 would round
-    an RNN's gradient 200 steps back (about 1e-40) to zero, and the copy leaves the model, its
-    gradients and the random streams untouched. The state each step returns is recorded, so h_t
-    and c_t are the full states: dL/dc_t includes the path through h_t = o_t * tanh(c_t).
-    The gradient comes from torch.autograd.grad on those states; no parameter .grad is written.
+    h_t and c_t are the state as the step-wise runner carries it from step t to step t+1, taken
+    as independent coordinates: dL/dc_t is the gradient that flows back along the memory (it is
+    zero at the last step, whose c nothing reads), dL/dh_t everything through h_t.
+
+    Runs on a float64 copy of the model in eval mode (no dropout), step-wise (an observer forces
+    that path): float32 would round an RNN's gradient 200 steps back (about 1e-40) to zero, and the
+    copy leaves the model, its gradients and the random streams untouched. The gradient comes
+    from torch.autograd.grad on the observed states; no parameter's .grad is written.
     """
     work = copy.deepcopy(model).double().eval()
-    work.encoder.set_stepwise(True)
-    cell = work.encoder.layers[layer][direction].cell
-    records: list[tuple[tuple[Tensor, ...], dict[str, Tensor]]] = []
-    step = cell.step
+    states: list[tuple[Tensor, ...]] = []
+    gates_by_step: list[dict[str, Tensor]] = []
 
-    def recording_step(x_projected: Tensor, state: tuple[Tensor, ...]) -> Any:
-        new_state, gates = step(x_projected, state)
-        records.append((new_state, gates))
-        return new_state, gates
+    def observer(at_layer: int, at_direction: int, t: int, state: tuple[Tensor, ...],
+                 gates: dict[str, Tensor], mask: Tensor) -> None:
+        if at_layer == layer and at_direction == direction:
+            states.append(state)
+            gates_by_step.append({name: gate.detach() for name, gate in gates.items()})
 
-    cell.step = recording_step  # type: ignore[method-assign]  # an instance attribute, copy only
     device = next(work.parameters()).device
     ids, lengths, labels = ids.to(device), lengths.to(device), labels.to(device)
+    has_cell_state = work.encoder.layers[layer][direction].cell.has_cell_state
     with torch.enable_grad():
-        logits = work(ids, lengths)  # (B, C)
+        logits = work(ids, lengths, observer=observer)  # (B, C)
         loss = nn.functional.cross_entropy(logits, labels)
-        hs = [state[0] for state, _ in records]  # T x (B, H)
-        cs = [state[1] for state, _ in records] if cell.has_cell_state else []
+        hs = [state[0] for state in states]  # T x (B, H)
+        cs = [state[1] for state in states] if has_cell_state else []
         grads = torch.autograd.grad(loss, hs + cs, allow_unused=True)
     norms = [0.0 if g is None else float(torch.linalg.vector_norm(g)) for g in grads]
     steps = len(hs)
-    mask = _step_mask(lengths, steps)  # (B, T)
     return FlowReport(
-        cell=cell.name, layer=layer, direction=direction, examples=int(ids.shape[0]),
+        cell=work.config.cell, layer=layer, direction=direction, examples=int(ids.shape[0]),
         h_norms=norms[:steps],
-        c_norms=norms[steps:] if cell.has_cell_state else None,
-        gates=gate_statistics([gates for _, gates in records], mask),
+        c_norms=norms[steps:] if has_cell_state else None,
+        gates=gate_statistics(gates_by_step, _step_mask(lengths, steps)),
         loss=float(loss.detach()),
     )
 
@@ -409,5 +410,5 @@ def diagnose_run(run: Any, batch_size: int = DIAGNOSTIC_BATCH) -> dict[str, Any]
         "run_dir": str(run.path),
         "dataset": splits.name,
         "split": "validation",
-        "cells": {config.model.cell: {**flow.to_dict(), "accuracy": None}},
+        "cells": {config.model.cell: {**flow.to_dict(), "accuracy": None, "train_seconds": None}},
     }

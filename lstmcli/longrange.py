@@ -43,9 +43,10 @@ FULL_LENGTH_SHARE = 0.4  # the last 40% of the training steps see full-length ex
 DEFAULT_SEQ_LEN = 200
 DEFAULT_TRAIN_STEPS = 300
 DEFAULT_HIDDEN_SIZE = 32
+DEFAULT_FORGET_BIAS = 1.0
 EMBED_DIM = 16
 BATCH_SIZE = 32
-LEARNING_RATE = 5e-3
+LEARNING_RATE = 1e-2
 CLIP_NORM = 5.0
 EVAL_EXAMPLES = 512
 
@@ -60,6 +61,7 @@ class TaskSettings:
     train_steps: int = DEFAULT_TRAIN_STEPS
     hidden_size: int = DEFAULT_HIDDEN_SIZE
     seed: int = 0
+    forget_bias: float = DEFAULT_FORGET_BIAS
 
     def validate(self) -> None:
         if self.seq_len < 2:
@@ -77,6 +79,7 @@ class TaskSettings:
         return {
             "seq_len": self.seq_len, "train_steps": self.train_steps,
             "hidden_size": self.hidden_size, "embed_dim": EMBED_DIM, "seed": self.seed,
+            "forget_bias": self.forget_bias,
             "signal_positions": min(SIGNAL_POSITIONS, self.seq_len - 1),
             "vocabulary": len(VOCABULARY), "batch_size": BATCH_SIZE, "lr": LEARNING_RATE,
             "curriculum": curriculum(self.seq_len), "eval_examples": EVAL_EXAMPLES,
@@ -127,9 +130,10 @@ def length_at(step: int, steps: int, seq_len: int) -> int:
     return stages[min(len(stages) - 2, step * (len(stages) - 1) // ramp)]
 
 
-def build_model(cell: str, hidden_size: int) -> SentimentClassifier:
+def build_model(cell: str, hidden_size: int, forget_bias: float = 1.0) -> SentimentClassifier:
     config = ModelConfig(cell=cell, vocab_size=len(VOCABULARY), embed_dim=EMBED_DIM,
-                         hidden_size=hidden_size, pooling="last", num_classes=2)
+                         hidden_size=hidden_size, pooling="last", num_classes=2,
+                         forget_bias=forget_bias)
     return SentimentClassifier(config)
 
 
@@ -155,7 +159,7 @@ def run_cell(cell: str, settings: TaskSettings, progress: Progress | None = None
     settings.validate()
     # Every cell sees the same initial draw of the random streams and the same examples.
     torch.manual_seed(settings.seed)
-    model = build_model(cell, settings.hidden_size)
+    model = build_model(cell, settings.hidden_size, settings.forget_bias)
     rng = np.random.default_rng([settings.seed, 1])
     started = time.perf_counter()
     if settings.train_steps:

@@ -63,9 +63,14 @@ def terminal_plot(
             row = round((top - value) / (top - bottom) * (height - 1))
             grid[row][column] = (marker, colour)
     label_width = 7
+    # Axis labels at whole powers of ten only: the top, the bottom and one near the middle.
+    labels = {0: top, height - 1: bottom}
+    middle = round((top + bottom) / 2)
+    middle_row = round((top - middle) / (top - bottom) * (height - 1))
+    if 1 < middle_row < height - 2:
+        labels[middle_row] = middle
     for row in range(height):
-        exponent = top - row * (top - bottom) / (height - 1)
-        label = f"1e{exponent:+.0f}" if row in (0, height // 2, height - 1) else ""
+        label = f"1e{labels[row]:+d}" if row in labels else ""
         text.append(f"{label:>{label_width}} ┤", style="dim")
         for cell in grid[row]:
             if cell is None:
@@ -73,7 +78,8 @@ def terminal_plot(
             else:
                 text.append(cell[0], style=f"bold {cell[1]}")
         text.append("\n")
-    axis = "t=1".ljust(width - len(f"t={steps}")) + f"t={steps}"
+    last = f"t={steps}"
+    axis = "t=1".ljust(width - len(last)) + last if width > len(last) + 3 else f"t=1..{steps}"
     text.append(" " * (label_width + 2) + axis + "\n", style="dim")
     return text
 
@@ -128,7 +134,9 @@ def write_figure(
         values = [accuracies[n] for n in names]
         bars.bar(names, values, color=[COLOURS.get(n, "grey") for n in names])
         bars.axhline(0.5, color="black", linestyle=":", linewidth=1)
-        bars.set_ylim(0, 1)
+        bars.text(len(names) - 0.5, 0.51, "chance", ha="right", va="bottom", fontsize=8)
+        bars.set_ylim(0, 1.12)  # room for the value labels above a bar at 1.0
+        bars.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
         bars.set_title("held-out accuracy", fontsize=10)
         for x, value in enumerate(values):
             bars.text(x, value + 0.02, f"{value:.2f}", ha="center", fontsize=9)

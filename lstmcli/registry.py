@@ -8,15 +8,21 @@ The bundled ``sample`` dataset is read from ``data/sample/*.jsonl`` beside the p
 from __future__ import annotations
 
 import os
+import socket
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
+from urllib.parse import urlparse
 
 from lstmcli.datafiles import RawSplit, label_keys, one_line, pick_columns, read_file
 from lstmcli.errors import DataError
 
 SPLITS = ("train", "validation", "test")
 DATA_DIR_ENV = "LSTM_DATA_DIR"
+OFFLINE_ENV = "HF_HUB_OFFLINE"
+_PROXY_ENV = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "data" / "sample"
 BINARY = ("negative", "positive")
 
@@ -40,7 +46,7 @@ _REGISTRY: dict[str, DatasetInfo] = {
     for info in (
         DatasetInfo(
             "sample", None, "text", "label", BINARY, SPLITS,
-            "A few hundred short movie reviews bundled with lstmcli, for smoke tests",
+            "About 1,000 short English reviews bundled with lstmcli, for demos and smoke tests",
         ),
         DatasetInfo(
             "imdb", "stanfordnlp/imdb", "text", "label", BINARY, ("train", "test"),
@@ -163,8 +169,7 @@ def _folder_source(info: DatasetInfo, folder: Path, suffix: str, kind: str) -> S
 
 def _read_hub(info: DatasetInfo, split: str, root: Path | None) -> RawSplit:
     """One split through datasets.load_dataset: the Hugging Face cache, else a download."""
-    import datasets  # slow to import: only when a dataset really comes from the hub
-
+    datasets = _import_datasets()
     assert info.hub_id is not None
     try:
         dataset = datasets.load_dataset(info.hub_id, info.hub_config, split=split)
@@ -186,6 +191,29 @@ def _read_hub(info: DatasetInfo, split: str, root: Path | None) -> RawSplit:
     table = dataset.select_columns([text, label]).with_format("arrow")[:]
     keys = label_keys(table.column(label).to_pylist(), source)
     return RawSplit(table.column(text).to_pylist(), _ids_to_names(keys, info.label_names), source)
+
+
+def _import_datasets() -> ModuleType:
+    """The `datasets` library (slow to import, so only here), in offline mode when the hub's
+    host does not even resolve: online, every call would retry for about 25 s, printing each
+    retry, before it gave up or fell back to the cache."""
+    if "datasets" not in sys.modules and OFFLINE_ENV not in os.environ and not _hub_resolves():
+        os.environ[OFFLINE_ENV] = "1"  # read once, when huggingface_hub is imported
+    import datasets
+
+    return datasets
+
+
+def _hub_resolves() -> bool:
+    """Whether the hub's host name resolves (assumed so behind a proxy, which may resolve it)."""
+    if any(os.environ.get(name) for name in _PROXY_ENV):
+        return True
+    host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname
+    try:
+        socket.getaddrinfo(host or "huggingface.co", 443)
+    except OSError:
+        return False
+    return True
 
 
 def _ids_to_names(keys: list[str | None], names: tuple[str, ...]) -> list[str | None]:

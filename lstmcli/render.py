@@ -102,7 +102,7 @@ def epoch_table() -> Table:
     table = Table(title="Training", title_justify="left")
     # Short headers: the table must fit an 80-column terminal or CI log.
     for column in ("epoch", "loss", "acc", "val loss", "val acc", "‖g‖ mean", "‖g‖ max",
-                   "clipped", "tok/s"):
+                   "clip", "tok/s"):
         table.add_column(column, justify="right")
     return table
 
@@ -113,8 +113,17 @@ def add_epoch_row(table: Table, row: dict[str, Any]) -> None:
         f"{row['epoch']}{mark}", f"{row['train_loss']:.4f}", f"{row['train_accuracy']:.4f}",
         f"{row['val_loss']:.4f}", f"{row['val_accuracy']:.4f}", f"{row['grad_norm_mean']:.3f}",
         f"{row['grad_norm_max']:.3f}", f"{row['clipped_fraction']:.0%}",
-        f"{row['tokens_per_second']:,.0f}",
+        _compact(row["tokens_per_second"]),
     )
+
+
+def _compact(value: float) -> str:
+    """At most 5 characters (27.6k, 1.2M), so that the values never get cut at 80 columns."""
+    for limit, suffix in ((1e6, "M"), (1e3, "k")):
+        if value >= 10 * limit:
+            return f"{value / limit:.1f}{suffix}" if value < 100 * limit else (
+                f"{value / limit:.0f}{suffix}")
+    return f"{value:,.0f}"
 
 
 def _sci(value: float | None) -> str:
@@ -173,16 +182,16 @@ def diagnose_renderables(payload: dict[str, Any]) -> list[RenderableType]:
               f"family), layer {first['layer']} {first['direction']}, {first['examples']} "
               f"examples × {first['steps']} steps",
         title_justify="left")
-    for column in ("cell", "‖∂L/∂s_1‖", "‖∂L/∂s_T‖", "first/last", "decay/step",
-                   "h first/last", "c first/last"):
+    # Short headers: the table must fit an 80-column terminal.
+    for column in ("cell", "‖∂L/∂s_1‖", "‖∂L/∂s_T‖", "first/last", "decay", "h only"):
         flow.add_column(column, justify="right")
     if with_accuracy:
-        flow.add_column("accuracy", justify="right")
+        flow.add_column("acc", justify="right")
     for name, entry in cells.items():
         decay = entry["decay_per_step"]
         row = [escape(name), _sci(entry["first"]), _sci(entry["last"]),
                _sci(entry["first_last_ratio"]), "-" if decay is None else f"{decay:.4f}",
-               _sci(entry["h_first_last_ratio"]), _sci(entry["c_first_last_ratio"])]
+               _sci(entry["h_first_last_ratio"])]
         if with_accuracy:
             accuracy = entry.get("accuracy")
             row.append("-" if accuracy is None else f"{accuracy:.3f}")
@@ -267,8 +276,9 @@ def explain_renderables(payload: dict[str, Any], width: int = 80) -> list[Render
         used += cell_width
     flush()
     final = payload["probabilities"]
-    verdict = Text(f"{payload['label']} ", style="bold")
-    verdict.append(", ".join(f"{name} {final[name]:.3f}" for name in names))
+    verdict = Text("prediction: ")
+    verdict.append(payload["label"], style="bold")
+    verdict.append(" (" + ", ".join(f"{name} {final[name]:.3f}" for name in names) + ")")
     notes = [verdict]
     if gate is None:
         notes.append(Text(f"{payload['cell']} has no gate: only the probabilities are shown",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -180,6 +181,13 @@ def test_star_ratings_with_a_threshold(tmp_path: Path) -> None:
     assert [labels[f"text {i}"] for i in range(8)] == [
         "negative", "negative", "negative", "positive", "positive", "positive", "negative",
         "positive"]
+
+
+def test_many_integer_classes_suggest_a_threshold(tmp_path: Path) -> None:
+    splits = load_splits(cfg(write(tmp_path / "stars.jsonl", rows(50, (1, 2, 3, 4, 5)))))
+    assert splits.label_names == ["1", "2", "3", "4", "5"]
+    assert any("5 classes (1, 2, 3, 4, 5)" in n and "--positive-threshold" in n
+               for n in splits.notes)
 
 
 def test_fractional_labels_without_threshold_suggest_one(tmp_path: Path) -> None:
@@ -511,3 +519,27 @@ def test_shared_sst2() -> None:
     assert (len(splits.train), len(splits.validation), splits.test) == (67_349, 872, None)
     assert np.bincount(splits.train.labels).tolist() == [29_780, 37_569]
     assert np.bincount(splits.validation.labels).tolist() == [428, 444]
+
+
+@pytest.mark.slow  # a fresh interpreter importing `datasets`: a few seconds
+def test_offline_hub_fails_at_once_with_one_line(tmp_path: Path) -> None:
+    # A host name that does not resolve switches `datasets` to offline mode before its import,
+    # so there are no 25 s of retries, each printed, before the error.
+    code = (
+        "import socket, sys\n"
+        "def unresolvable(*args, **kwargs): raise socket.gaierror('no network')\n"
+        "socket.getaddrinfo = unresolvable\n"
+        "from lstmcli.config import DataConfig\n"
+        "from lstmcli.data import load_splits\n"
+        "from lstmcli.errors import DataError\n"
+        "try: load_splits(DataConfig(dataset='rotten_tomatoes'))\n"
+        "except DataError as error: print(error); sys.exit(2)\n"
+    )
+    env = {k: v for k, v in os.environ.items()
+           if k != "HF_HUB_OFFLINE" and "PROXY" not in k.upper()}
+    env["HF_HOME"] = str(tmp_path / "hf-home")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=60, check=False)
+    assert done.returncode == 2
+    assert done.stdout.startswith("dataset rotten_tomatoes not found: looked in (no --data-dir")
+    assert "Retrying" not in done.stderr

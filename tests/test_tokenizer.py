@@ -98,8 +98,11 @@ def test_tokens_align_with_ids(tok: Tokenizer) -> None:
         assert [vocab.get(w, Tokenizer.UNK_ID) for w in words] == ids.tolist()
 
 
-def test_fast_path_matches_the_library_pipeline(tok: Tokenizer) -> None:
-    # encode() normalises in Python and cuts long texts short; the saved pipeline must agree.
+@pytest.mark.parametrize("few", [0, 1000])
+def test_encode_matches_the_library_pipeline(tok: Tokenizer, monkeypatch, few: int) -> None:
+    # encode() normalises in Python and works on distinct chunks (or, for a few texts, calls the
+    # library directly); either way it must give what the saved pipeline gives.
+    monkeypatch.setattr("lstmcli.tokenizer._FEW", few)
     reference = Backend.from_str(tok.to_json())
     texts = [
         *TRAIN,
@@ -109,6 +112,9 @@ def test_fast_path_matches_the_library_pipeline(tok: Tokenizer) -> None:
         "great film " * 40 + "<br /> the end",
         "  leading and trailing spaces  ",
         "\u00a0non-breaking\u00a0spaces and \u2003em spaces",
+        "Ça va? ÇA VA! naïve café, déjà-vu 東京タワー x_y __ a\tb\nc\x1cd",
+        "",
+        "!!!",
     ]
     for max_len in (3, 10, 1000):
         reference.enable_truncation(max_len)
@@ -218,6 +224,7 @@ def test_an_unusable_cache_is_no_error(tmp_path: Path, tok: Tokenizer) -> None:
 
 def test_encoding_in_batches_changes_nothing(tok: Tokenizer, monkeypatch) -> None:
     texts = TRAIN * 3
+    monkeypatch.setattr("lstmcli.tokenizer._FEW", 0)
     whole = [a.tolist() for a in tok.encode(texts, 4)]
     monkeypatch.setattr("lstmcli.tokenizer._BATCH", 2)
     assert [a.tolist() for a in tok.encode(texts, 4)] == whole
