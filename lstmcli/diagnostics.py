@@ -322,7 +322,7 @@ def measure_flow(
     zero at the last step, whose c nothing reads), dL/dh_t everything through h_t.
 
     Runs on a float64 copy of the model in eval mode (no dropout), step-wise (an observer forces
-    that path): float32 would round an RNN's gradient 200 steps back (about 1e-40) to zero, and the
+    that path): float32 would round an RNN's gradient 200 steps back (about 1e-54) to zero, and the
     copy leaves the model, its gradients and the random streams untouched. The gradient comes
     from torch.autograd.grad on the observed states; no parameter's .grad is written.
     """

@@ -105,9 +105,11 @@ def write_figure(
     curves: Mapping[str, Sequence[float]],
     accuracies: Mapping[str, float | None],
     title: str,
+    trained: Mapping[str, Sequence[float] | None] | None = None,
 ) -> None:
-    """The gradient-flow curves (log y) and, when any cell has one, the accuracy bars; written
-    atomically in the format the extension names."""
+    """The gradient-flow curves (log y; solid), the ``trained`` curves where given (dashed, same
+    colour) and, when any cell has one, the accuracy bars; written atomically in the format the
+    extension names."""
     check_plot_target(path)
     from matplotlib.figure import Figure  # no pyplot: no global backend, no GUI
 
@@ -116,18 +118,27 @@ def write_figure(
                     layout="constrained")
     axes = figure.subplots(1, 2, width_ratios=[3, 1]) if with_accuracy else [figure.subplots()]
     flow = axes[0]
+    with_trained = any(norms is not None for norms in (trained or {}).values())
     for name, norms in curves.items():
         logs = relative_log10(norms)
         steps = [t + 1 for t, v in enumerate(logs) if v is not None]
         values = [10.0 ** v for v in logs if v is not None]
         if steps:
-            flow.plot(steps, values, label=name, color=COLOURS.get(name), linewidth=1.8)
+            flow.plot(steps, values, label=f"{name} at init" if with_trained else name,
+                      color=COLOURS.get(name), linewidth=1.8)
+    for name, norms in (trained or {}).items():
+        logs = relative_log10(norms or [])
+        steps = [t + 1 for t, v in enumerate(logs) if v is not None]
+        values = [10.0 ** v for v in logs if v is not None]
+        if steps:
+            flow.plot(steps, values, label=f"{name} trained", color=COLOURS.get(name),
+                      linewidth=1.4, linestyle="--")
     flow.set_yscale("log")
     flow.set_xlabel("time step t")
     flow.set_ylabel("‖∂L/∂s_t‖ / ‖∂L/∂s_T‖")
     flow.set_title(title, fontsize=10)
     flow.grid(True, which="major", alpha=0.3)
-    flow.legend(frameon=False)
+    flow.legend(frameon=False, fontsize=8, ncol=2 if with_trained else 1)
     if with_accuracy:
         bars = axes[1]
         names = [n for n, a in accuracies.items() if a is not None]
@@ -137,7 +148,8 @@ def write_figure(
         bars.text(len(names) - 0.5, 0.51, "chance", ha="right", va="bottom", fontsize=8)
         bars.set_ylim(0, 1.12)  # room for the value labels above a bar at 1.0
         bars.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
-        bars.set_title("held-out accuracy", fontsize=10)
+        bars.set_title("accuracy after training" if with_trained else "held-out accuracy",
+                       fontsize=10)
         for x, value in enumerate(values):
             bars.text(x, value + 0.02, f"{value:.2f}", ha="center", fontsize=9)
     suffix = path.suffix.lower().lstrip(".")

@@ -173,44 +173,73 @@ def group_table(row: dict[str, Any]) -> Table:
 
 
 def diagnose_renderables(payload: dict[str, Any]) -> list[RenderableType]:
-    """The flow table, the terminal curves and the gate table of `lstm diagnose`."""
+    """The flow table, the terminal curves and the gate table of `lstm diagnose`. On the
+    synthetic task the headline flow is at initialisation; cells trained there also have a
+    ``trained`` flow, shown beside it with the accuracy after training."""
     cells = payload["cells"]
     first = next(iter(cells.values()))
     with_accuracy = any(entry.get("accuracy") is not None for entry in cells.values())
-    flow = Table(
-        title=f"Gradient through time w.r.t. the state s_t (h_t; h_t and c_t for the LSTM "
-              f"family), layer {first['layer']} {first['direction']}, {first['examples']} "
-              f"examples × {first['steps']} steps",
-        title_justify="left")
-    # Short headers: the table must fit an 80-column terminal.
-    for column in ("cell", "‖∂L/∂s_1‖", "‖∂L/∂s_T‖", "first/last", "decay", "h only"):
+    with_trained = any(entry.get("trained") is not None for entry in cells.values())
+    synthetic = payload.get("mode") == "synthetic"
+    where = (f"layer {first['layer']} {first['direction']}, {first['examples']} examples × "
+             f"{first['steps']} steps")
+    if with_trained:
+        title = (f"Gradient through time w.r.t. the state s_t (h_t; h_t and c_t for the LSTM "
+                 f"family), {where}: at initialisation, and after "
+                 f"{payload['task']['train_steps']} training steps (trained; acc: held-out "
+                 f"accuracy after training)")
+        # Short headers: the table must fit an 80-column terminal.
+        columns = ("cell", "first/last", "decay", "h only", "trained f/l", "tr. decay", "acc")
+    else:
+        at = " at initialisation" if synthetic else ""
+        title = (f"Gradient through time w.r.t. the state s_t (h_t; h_t and c_t for the LSTM "
+                 f"family){at}, {where}")
+        columns = ("cell", "‖∂L/∂s_1‖", "‖∂L/∂s_T‖", "first/last", "decay", "h only",
+                   *(("acc",) if with_accuracy else ()))
+    flow = Table(title=title, title_justify="left")
+    for column in columns:
         flow.add_column(column, justify="right")
-    if with_accuracy:
-        flow.add_column("acc", justify="right")
     for name, entry in cells.items():
-        decay = entry["decay_per_step"]
-        row = [escape(name), _sci(entry["first"]), _sci(entry["last"]),
-               _sci(entry["first_last_ratio"]), "-" if decay is None else f"{decay:.4f}",
-               _sci(entry["h_first_last_ratio"])]
-        if with_accuracy:
-            accuracy = entry.get("accuracy")
+        accuracy = entry.get("accuracy")
+        row = [escape(name)]
+        if not with_trained:
+            row += [_sci(entry["first"]), _sci(entry["last"])]
+        row += [_sci(entry["first_last_ratio"]), _decay(entry["decay_per_step"]),
+                _sci(entry["h_first_last_ratio"])]
+        if with_trained:
+            trained = entry.get("trained") or {}
+            row += [_sci(trained.get("first_last_ratio")),
+                    _decay(trained.get("decay_per_step"))]
+        if with_trained or with_accuracy:
             row.append("-" if accuracy is None else f"{accuracy:.3f}")
         flow.add_row(*row)
     curves = terminal_plot({name: entry["grad_norm_by_step"] for name, entry in cells.items()})
-    title = Text("‖∂L/∂s_t‖ / ‖∂L/∂s_T‖, log scale (letters: ", style="bold")
-    title.append(", ".join(f"{name[:1].upper()} {name}" for name in cells), style="bold")
-    title.append(")", style="bold")
+    at = " at initialisation" if synthetic else ""
+    title_text = Text(f"‖∂L/∂s_t‖ / ‖∂L/∂s_T‖{at}, log scale (letters: ", style="bold")
+    title_text.append(", ".join(f"{name[:1].upper()} {name}" for name in cells), style="bold")
+    title_text.append(")", style="bold")
     gates = Table(title=f"Gates (share below {SATURATION_LOW} / above {SATURATION_HIGH}: "
                         "saturated)", title_justify="left")
-    for column in ("cell", "gate", "mean", f"< {SATURATION_LOW}", f"> {SATURATION_HIGH}"):
+    gate_columns = ("cell", *(("when",) if with_trained else ()), "gate", "mean",
+                    f"< {SATURATION_LOW}", f"> {SATURATION_HIGH}")
+    for column in gate_columns:
         gates.add_column(column, justify="right")
     for name, entry in cells.items():
-        if not entry["gates"]:
-            gates.add_row(escape(name), "(none)", "-", "-", "-")
-        for gate, stats in entry["gates"].items():
-            gates.add_row(escape(name), gate, f"{stats['mean']:.3f}",
-                          f"{stats['saturated_low']:.1%}", f"{stats['saturated_high']:.1%}")
-    return [flow, title, curves, gates]
+        measured = [("init", entry)]
+        if with_trained and entry.get("trained") is not None:
+            measured.append(("trained", entry["trained"]))
+        for when, flow_entry in measured:
+            label = (when,) if with_trained else ()
+            if not flow_entry["gates"]:
+                gates.add_row(escape(name), *label, "(none)", "-", "-", "-")
+            for gate, stats in flow_entry["gates"].items():
+                gates.add_row(escape(name), *label, gate, f"{stats['mean']:.3f}",
+                              f"{stats['saturated_low']:.1%}", f"{stats['saturated_high']:.1%}")
+    return [flow, title_text, curves, gates]
+
+
+def _decay(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def _blend(p: float) -> str:

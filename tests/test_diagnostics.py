@@ -343,21 +343,76 @@ def test_diagnose_json_schema():
     assert payload["mode"] == "synthetic"
     assert payload["task"]["seq_len"] == 12 and payload["task"]["train_steps"] == 0
     assert list(payload["cells"]) == ["rnn", "lstm"]
+    assert payload["task"]["gate_bias"] == 4.0
     for name, entry in payload["cells"].items():
-        assert set(entry) == FLOW_KEYS | {"accuracy", "train_seconds"}
+        assert set(entry) == FLOW_KEYS | {"accuracy", "train_seconds", "trained"}
         assert entry["cell"] == name
         assert len(entry["grad_norm_by_step"]) == 12
         assert entry["first_last_ratio"] == pytest.approx(
             entry["grad_norm_by_step"][0] / entry["grad_norm_by_step"][-1])
         assert 0.0 <= entry["accuracy"] <= 1.0
+        assert entry["trained"] is None  # --train-steps 0: nothing trained to measure
+
+
+def test_diagnose_json_reports_the_flow_at_initialisation_and_after_training():
+    base = ["--cell", "lstm", "--cell", "gru", "--seq-len", "12", "--hidden-size", "8",
+            "--seed", "3", "--json"]
+    untrained = json.loads(invoke("diagnose", *base, "--train-steps", "0").output)["cells"]
+    result = invoke("diagnose", *base, "--train-steps", "5")
+    assert result.exit_code == 0, result.output
+    cells = json.loads(result.output)["cells"]
+    for name, entry in cells.items():
+        # The headline keys are the flow at initialisation: training does not change them.
+        assert entry["grad_norm_by_step"] == untrained[name]["grad_norm_by_step"]
+        trained = entry["trained"]
+        assert set(trained) == FLOW_KEYS and trained["cell"] == name
+        assert len(trained["grad_norm_by_step"]) == 12
+        assert trained["grad_norm_by_step"] != entry["grad_norm_by_step"]
+        assert trained["first_last_ratio"] == pytest.approx(
+            trained["grad_norm_by_step"][0] / trained["grad_norm_by_step"][-1])
+
+
+@pytest.mark.parametrize("bias", [0.0, 4.0])
+def test_gate_bias_sets_the_forget_and_the_update_gate(bias):
+    from lstmcli.diagnostics import memory_gate
+    from lstmcli.longrange import build_model
+
+    for cell in ("lstm", "gru", "peephole", "coupled"):
+        recurrence = build_model(cell, 6, gate_bias=bias).encoder.recurrences()[0]
+        chunk = CHUNK_NAMES[cell].index(memory_gate(cell))
+        rows = slice(chunk * 6, (chunk + 1) * 6)
+        assert torch.equal(recurrence.cell.bias_ih.detach()[rows], torch.full((6,), bias))
+        assert torch.equal(recurrence.cell.bias_hh.detach()[rows], torch.zeros(6))
 
 
 def test_diagnose_human_output_draws_tables_and_curves():
     result = invoke("diagnose", *TINY_TASK)
     assert result.exit_code == 0, result.output
     for fragment in ("first/last", "decay", "t=1", "t=12", "forget", "update", "R rnn",
-                     "L lstm", "G gru"):
+                     "L lstm", "G gru", "at initialisation", "memory-gate bias 4"):
         assert fragment in result.output
+    trained = invoke("diagnose", "--seq-len", "12", "--train-steps", "3", "--hidden-size", "8")
+    assert trained.exit_code == 0, trained.output
+    for fragment in ("trained f/l", "tr. decay", "acc", "init", "trained"):
+        assert fragment in trained.output
+    rows = [line for line in trained.output.splitlines() if "│" in line]
+    assert rows and max(len(line) for line in rows) <= 80  # the table fits 80 columns
+
+
+def test_with_the_gate_bias_the_rnn_decays_faster_than_the_lstm_and_gru_at_initialisation():
+    result = invoke("diagnose", "--seq-len", "50", "--train-steps", "0", "--seed", "0",
+                    "--json")
+    assert result.exit_code == 0, result.output
+    cells = json.loads(result.output)["cells"]
+    rnn = cells["rnn"]
+    for gated in (cells["lstm"], cells["gru"]):
+        assert gated["first_last_ratio"] > 1e-2
+        assert rnn["first_last_ratio"] < 1e-3 * gated["first_last_ratio"]
+        assert rnn["decay_per_step"] < gated["decay_per_step"]
+    # Without the bias the GRU's update gate starts at sigmoid(0) = 0.5 and its gradient vanishes.
+    plain = invoke("diagnose", "--cell", "gru", "--seq-len", "50", "--train-steps", "0",
+                   "--gate-bias", "0", "--json")
+    assert json.loads(plain.output)["cells"]["gru"]["first_last_ratio"] < 1e-3
 
 
 def test_the_rnn_gradient_decays_faster_than_the_lstm_at_initialisation():
@@ -373,7 +428,7 @@ def test_after_a_short_training_the_rnn_still_decays_faster_and_learns_less():
     from lstmcli.longrange import TaskSettings, compare_cells
 
     results = compare_cells(["rnn", "lstm"], TaskSettings(seq_len=60, train_steps=150, seed=0))
-    rnn, lstm = (result.flow.to_dict() for result in results)
+    rnn, lstm = (result.trained.to_dict() for result in results)
     assert rnn["first_last_ratio"] < 1e-6 * lstm["first_last_ratio"]
     assert rnn["decay_per_step"] < lstm["decay_per_step"]
     assert results[1].accuracy > 0.9 and results[1].accuracy > results[0].accuracy + 0.1

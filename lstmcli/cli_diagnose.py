@@ -1,0 +1,173 @@
+"""The `lstm diagnose` and `lstm explain` commands (registered on the app in cli.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from lstmcli.cli import JsonOpt, ModelDirOpt, app, err, handles_errors, out, print_json
+from lstmcli.config import CELL_NAMES
+from lstmcli.errors import DataError
+
+
+@app.command()
+@handles_errors
+def diagnose(
+    model: Annotated[str | None, typer.Option(
+        "--model", "-m", help="A run directory: diagnose that trained model on a batch of its own "
+        "validation data instead of the synthetic task.")] = None,
+    cell: Annotated[list[str] | None, typer.Option(
+        "--cell", help=f"A cell for the synthetic long-range task; repeat for several "
+        f"({', '.join(CELL_NAMES)}). \\[default: rnn, lstm, gru]", show_default=False)] = None,
+    seq_len: Annotated[int | None, typer.Option(
+        "--seq-len", help="Tokens per synthetic example. \\[default: 200]")] = None,
+    train_steps: Annotated[int | None, typer.Option(
+        "--train-steps", help="Training steps per cell on the task; 0 measures the cells at "
+        "initialisation. \\[default: 300]")] = None,
+    hidden_size: Annotated[int | None, typer.Option(
+        "--hidden-size", help="Hidden units of the synthetic-task models. \\[default: 32]")] = None,
+    seed: Annotated[int | None, typer.Option(
+        "--seed", help="Seed of the synthetic task and models. \\[default: 0]")] = None,
+    gate_bias: Annotated[float | None, typer.Option(
+        "--gate-bias", help="Initial bias of the synthetic-task models' memory gate: the forget "
+        "gate of lstm, peephole and coupled, the update gate of gru (rnn has none). "
+        "\\[default: 4.0]")] = None,
+    plot: Annotated[Path | None, typer.Option(
+        "--plot", help="Also draw the curves into this .png, .svg or .pdf file (needs "
+        "matplotlib: pip install lstmcli\\[plot]).")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto|cpu|cuda (with --model)")] = "cpu",
+    as_json: JsonOpt = False,
+) -> None:
+    """Gradient flow through time and gate statistics, on a synthetic task or a trained run.
+
+    Without --model: rnn, lstm and gru (or the --cell list) on a bundled long-range task, at
+    initialisation and after a short training. With --model: a trained run on its own data.
+    """
+    from lstmcli.errors import ConfigError
+    from lstmcli.plots import check_plot_target
+
+    if plot is not None:
+        check_plot_target(plot)  # before minutes of work, not after
+    synthetic_flags = {"--cell": cell, "--seq-len": seq_len, "--train-steps": train_steps,
+                       "--hidden-size": hidden_size, "--seed": seed, "--gate-bias": gate_bias}
+    if model is not None:
+        given = [flag for flag, value in synthetic_flags.items() if value is not None]
+        if given:
+            raise ConfigError(f"{given[0]} sets up the synthetic task; it does not apply to "
+                              "--model RUN_DIR (drop one of them)")
+        payload = _diagnose_run(model, device)
+        title = f"{Path(payload['run_dir']).name}: {payload['dataset']} validation batch"
+    else:
+        payload = _diagnose_synthetic(cell, seq_len, train_steps, hidden_size, seed, gate_bias,
+                                      as_json)
+        task = payload["task"]
+        title = (f"long-range task, {task['seq_len']} tokens, gate bias {task['gate_bias']:g}: "
+                 f"at init" + (f" and after {task['train_steps']} steps (dashed)"
+                               if task["train_steps"] else ""))
+    if plot is not None:
+        from lstmcli.plots import write_figure
+
+        cells = payload["cells"]
+        trained = {name: (entry.get("trained") or {}).get("grad_norm_by_step")
+                   for name, entry in cells.items()}
+        write_figure(plot, {name: entry["grad_norm_by_step"] for name, entry in cells.items()},
+                     {name: entry["accuracy"] for name, entry in cells.items()}, title, trained)
+    if as_json:
+        print_json(payload)
+        return
+    from lstmcli.render import diagnose_renderables
+
+    if payload["mode"] == "synthetic":
+        task = payload["task"]
+        out.print(f"synthetic long-range task: a sentiment word in the first "
+                  f"{task['signal_positions']} positions, neutral filler up to {task['seq_len']} "
+                  f"tokens; {task['train_steps']} training steps per cell, hidden size "
+                  f"{task['hidden_size']}, memory-gate bias {task['gate_bias']:g}, seed "
+                  f"{task['seed']}; accuracy on "
+                  f"{task['eval_examples']} held-out examples")
+    else:
+        out.print(f"{escape(payload['run_dir'])} on a {escape(payload['dataset'])} validation "
+                  "batch")
+    for renderable in diagnose_renderables(payload):
+        out.print(renderable)
+    if plot is not None:
+        out.print(f"wrote {escape(str(plot))}")
+
+
+def _diagnose_run(model: str, device: str) -> dict[str, Any]:
+    from lstmcli.checkpoint import load_run
+    from lstmcli.diagnostics import diagnose_run
+    from lstmcli.train import resolve_device
+
+    return diagnose_run(load_run(model, str(resolve_device(device))))
+
+
+def _diagnose_synthetic(
+    cells: list[str] | None,
+    seq_len: int | None,
+    train_steps: int | None,
+    hidden_size: int | None,
+    seed: int | None,
+    gate_bias: float | None,
+    quiet: bool,
+) -> dict[str, Any]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from lstmcli import longrange
+
+    settings = longrange.TaskSettings(
+        seq_len=longrange.DEFAULT_SEQ_LEN if seq_len is None else seq_len,
+        train_steps=longrange.DEFAULT_TRAIN_STEPS if train_steps is None else train_steps,
+        hidden_size=longrange.DEFAULT_HIDDEN_SIZE if hidden_size is None else hidden_size,
+        seed=0 if seed is None else seed,
+        gate_bias=longrange.DEFAULT_GATE_BIAS if gate_bias is None else gate_bias,
+    )
+    names = cells or ["rnn", "lstm", "gru"]
+    progress = Progress(TextColumn("training {task.fields[cell]}"), BarColumn(),
+                        MofNCompleteColumn(), console=err, transient=True, disable=quiet)
+    tasks: dict[str, Any] = {}
+
+    def on_step(cell: str, step: int, steps: int) -> None:
+        if cell not in tasks:
+            tasks[cell] = progress.add_task("train", total=steps, cell=cell)
+        progress.update(tasks[cell], completed=step)
+
+    with progress:
+        results = longrange.compare_cells(names, settings, on_step)
+    return {"mode": "synthetic", "task": settings.to_dict(),
+            "cells": {result.cell: result.to_dict() for result in results}}
+
+
+@app.command()
+@handles_errors
+def explain(
+    text: Annotated[str | None, typer.Argument(
+        help="The text to explain.", show_default=False)] = None,
+    model: ModelDirOpt = None,
+    device: Annotated[str, typer.Option("--device", help="auto|cpu|cuda")] = "cpu",
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="One JSON object: per token its probabilities and gate value.")] = False,
+) -> None:
+    """Read one text token by token: running class probabilities and the memory gate.
+
+    The gate is the mean forget gate (LSTM family) or update gate (GRU) of the first layer.
+    """
+    if text is None or not text.strip():
+        raise DataError('the text is empty; pass one, e.g. lstm explain "the plot was dull"')
+    from lstmcli.checkpoint import load_run
+    from lstmcli.explain import explain as explain_text
+    from lstmcli.train import resolve_device
+
+    run = load_run(model, str(resolve_device(device)))
+    explanation = explain_text(run, text)
+    payload = {"run_dir": str(run.path), **explanation.to_dict()}
+    if as_json:
+        print_json(payload)
+        return
+    from lstmcli.render import explain_renderables
+
+    for renderable in explain_renderables(payload, width=out.width):
+        out.print(renderable)
