@@ -57,12 +57,16 @@ class RecurrentCell(nn.Module):
         with torch.no_grad():
             for parameter in self.parameters():
                 parameter.uniform_(-bound, bound)
-            if self.forget_chunk is not None:
-                # The whole bias goes on b_ih so that b_ih + b_hh == forget_bias exactly.
-                rows = slice(self.forget_chunk * self.hidden_size,
-                             (self.forget_chunk + 1) * self.hidden_size)
-                self.bias_ih[rows] = forget_bias
-                self.bias_hh[rows] = 0.0
+        if self.forget_chunk is not None:
+            self.set_gate_bias(self.forget_chunk, forget_bias)
+
+    def set_gate_bias(self, chunk: int, value: float) -> None:
+        """Start one gate (a chunk of the rows) at sigmoid(value): the whole bias goes on b_ih,
+        so that b_ih + b_hh == value exactly."""
+        rows = slice(chunk * self.hidden_size, (chunk + 1) * self.hidden_size)
+        with torch.no_grad():
+            self.bias_ih[rows] = value
+            self.bias_hh[rows] = 0.0
 
     def init_state(self, batch: int, like: Tensor) -> State:
         zeros = like.new_zeros(batch, self.hidden_size)

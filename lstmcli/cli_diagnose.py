@@ -10,7 +10,7 @@ from rich.markup import escape
 
 from lstmcli.cli import JsonOpt, ModelDirOpt, app, err, handles_errors, out, print_json
 from lstmcli.config import CELL_NAMES
-from lstmcli.errors import DataError
+from lstmcli.errors import ConfigError, DataError
 
 
 @app.command()
@@ -46,7 +46,6 @@ def diagnose(
     Without --model: rnn, lstm and gru (or the --cell list) on a bundled long-range task, at
     initialisation and after a short training. With --model: a trained run on its own data.
     """
-    from lstmcli.errors import ConfigError
     from lstmcli.plots import check_plot_target
 
     if plot is not None:

@@ -146,12 +146,8 @@ def build_model(cell: str, hidden_size: int, gate_bias: float = 1.0) -> Sentimen
                          forget_bias=gate_bias)
     model = SentimentClassifier(config)
     if cell == "gru":
-        with torch.no_grad():
-            for recurrence in model.encoder.recurrences():
-                size = recurrence.cell.hidden_size
-                rows = slice(GRU_UPDATE_CHUNK * size, (GRU_UPDATE_CHUNK + 1) * size)
-                recurrence.cell.bias_ih[rows] = gate_bias
-                recurrence.cell.bias_hh[rows] = 0.0
+        for recurrence in model.encoder.recurrences():
+            recurrence.cell.set_gate_bias(GRU_UPDATE_CHUNK, gate_bias)
     return model
 
 

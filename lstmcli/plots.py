@@ -12,6 +12,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.text import Text
 
@@ -120,19 +121,11 @@ def write_figure(
     flow = axes[0]
     with_trained = any(norms is not None for norms in (trained or {}).values())
     for name, norms in curves.items():
-        logs = relative_log10(norms)
-        steps = [t + 1 for t, v in enumerate(logs) if v is not None]
-        values = [10.0 ** v for v in logs if v is not None]
-        if steps:
-            flow.plot(steps, values, label=f"{name} at init" if with_trained else name,
-                      color=COLOURS.get(name), linewidth=1.8)
+        _plot_curve(flow, norms, f"{name} at init" if with_trained else name,
+                    color=COLOURS.get(name), linewidth=1.8)
     for name, norms in (trained or {}).items():
-        logs = relative_log10(norms or [])
-        steps = [t + 1 for t, v in enumerate(logs) if v is not None]
-        values = [10.0 ** v for v in logs if v is not None]
-        if steps:
-            flow.plot(steps, values, label=f"{name} trained", color=COLOURS.get(name),
-                      linewidth=1.4, linestyle="--")
+        _plot_curve(flow, norms or [], f"{name} trained", color=COLOURS.get(name),
+                    linewidth=1.4, linestyle="--")
     flow.set_yscale("log")
     flow.set_xlabel("time step t")
     flow.set_ylabel("‖∂L/∂s_t‖ / ‖∂L/∂s_T‖")
@@ -159,3 +152,12 @@ def write_figure(
         os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)
+
+
+def _plot_curve(axes: Any, norms: Sequence[float], label: str, **style: Any) -> None:
+    """One relative flow curve (steps with a zero norm left out: log scale)."""
+    logs = relative_log10(norms)
+    steps = [t + 1 for t, v in enumerate(logs) if v is not None]
+    values = [10.0 ** v for v in logs if v is not None]
+    if steps:
+        axes.plot(steps, values, label=label, **style)
