@@ -28,7 +28,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lstmcli.tokenizer import Tokenizer, encode_cached  # noqa: E402
+from lstmcli.data.tokenizer import Tokenizer, encode_cached  # noqa: E402
 
 
 def main() -> int:

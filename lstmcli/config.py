@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from lstmcli.errors import ConfigError
+from lstmcli.nn.cells import DEFAULT_CELL, cell_names, get_cell
 
-# The cell names live here (not in cells.py) so that the CLI can offer them without importing torch.
-CELL_NAMES = ("rnn", "lstm", "gru", "peephole", "coupled")
 POOLING_CHOICES = ("last", "mean", "max")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
@@ -27,20 +26,24 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda")
 class ModelConfig:
     """Architecture: embedding -> stacked recurrent cells -> pooling -> linear classifier."""
 
-    cell: str = "lstm"
+    cell: str = DEFAULT_CELL
     embed_dim: int = 64
     hidden_size: int = 64
     layers: int = 1
     bidirectional: bool = False
     dropout: float = 0.0
-    forget_bias: float = 1.0  # LSTM family only (lstm, peephole, coupled); Jozefowicz et al. 2015
+    gate_bias: float | None = None  # memory gate's initial bias; None: the cell's default
     pooling: str = "last"
     vocab_size: int = 0  # set from the tokenizer when training starts
     num_classes: int = 2  # set from the training labels
 
     def validate(self) -> None:
-        if self.cell not in CELL_NAMES:
-            raise ConfigError(f"unknown cell {self.cell!r}; choose one of: {', '.join(CELL_NAMES)}")
+        cell = get_cell(self.cell)
+        if self.gate_bias is not None and cell.memory_gate is None:
+            raise ConfigError(
+                f"cell {self.cell} has no memory gate, so gate_bias does not apply; drop "
+                "--gate-bias or pick a gated cell"
+            )
         if self.pooling not in POOLING_CHOICES:
             raise ConfigError(
                 f"unknown pooling {self.pooling!r}; choose one of: {', '.join(POOLING_CHOICES)}"
@@ -138,8 +141,21 @@ class Config:
             values = raw.get(section, {})
             if not isinstance(values, dict):
                 raise ConfigError(f"{source}: [{section}] must be a table of key = value pairs")
+            if section == "model" and "forget_bias" in values:
+                values = _legacy_forget_bias(values)
             apply_overrides(getattr(config, section), values, source=f"{source} [{section}]")
         return config
+
+
+def _legacy_forget_bias(values: dict[str, Any]) -> dict[str, Any]:
+    """Runs and configs written before gate_bias name it forget_bias; a cell without a memory
+    gate simply had it unused."""
+    values = dict(values)
+    legacy = values.pop("forget_bias")
+    cell = values.get("cell", DEFAULT_CELL)
+    if "gate_bias" not in values and cell in cell_names() and get_cell(cell).memory_gate:
+        values["gate_bias"] = legacy
+    return values
 
 
 def load_config(path: str | Path | None) -> Config:

@@ -1,20 +1,61 @@
-"""Where runs live: the runs root, fresh run directories and the pointer to the latest run.
+"""Run directories: where they live, the pointer to the latest run, and checkpoint I/O.
 
-Kept free of torch so that `lstm predict` and `--help` can resolve a run without importing it.
+A run directory holds ``model.safetensors``, ``config.json`` (model, data and training config,
+label names, vocabulary size, format and package versions, the best epoch), ``tokenizer.json``
+and ``metrics.jsonl``. Loading rebuilds the model from ``config.json`` alone; weights are
+safetensors, never pickle. Every file lstmcli writes goes through :func:`atomic_write`.
+
+Free of torch at import, so that `lstm predict` and `--help` can resolve a run without it.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from lstmcli.errors import CheckpointError, ConfigError
+from lstmcli import __version__
+from lstmcli.config import Config
+from lstmcli.errors import CheckpointError, ConfigError, LstmError
+
+if TYPE_CHECKING:
+    import torch
+
+    from lstmcli.data.tokenizer import Tokenizer
+    from lstmcli.nn.classifier import SentimentClassifier
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
 METRICS_FILE = "metrics.jsonl"
+FORMAT_VERSION = 1
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write through ``write`` to a new temporary file beside ``path`` (a unique name, created
+    exclusively), flush and fsync it, then rename it over ``path``: a reader sees the old file or
+    the new, never half of one; a failure leaves ``path`` as it was and no temporary behind."""
+    path = Path(path)
+    descriptor, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    data = (json.dumps(payload, indent=2) + "\n").encode("utf-8")
+    atomic_write(path, lambda handle: handle.write(data))
 
 
 def runs_root() -> Path:
@@ -59,11 +100,10 @@ def new_run_dir(output: str | None, cell: str, overwrite: bool = False) -> Path:
 def remember_latest(run_dir: Path) -> None:
     """Point `lstm predict` / `lstm eval` without --model at this run."""
     directory = state_dir()
+    data = (str(run_dir.resolve()) + "\n").encode("utf-8")
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        temp = directory / "latest_run.tmp"
-        temp.write_text(str(run_dir.resolve()) + "\n", encoding="utf-8")
-        os.replace(temp, directory / "latest_run")
+        atomic_write(directory / "latest_run", lambda handle: handle.write(data))
     except OSError:
         pass  # a read-only home must not fail a finished training run; the runs root still works
 
@@ -104,3 +144,102 @@ def resolve_run(model: str | None) -> Path:
             "pass a directory written by `lstm train`"
         )
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+@dataclass
+class LoadedRun:
+    path: Path
+    model: SentimentClassifier
+    config: Config
+    tokenizer: Tokenizer
+    label_names: list[str]
+    meta: dict[str, Any]
+
+
+def save_checkpoint(
+    run_dir: Path,
+    model: SentimentClassifier,
+    config: Config,
+    label_names: list[str],
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Write weights then config, each atomically, so a crash leaves the previous pair usable."""
+    import torch
+    from safetensors.torch import save
+
+    state = {name: tensor.detach().cpu().contiguous()
+             for name, tensor in model.state_dict().items()}
+    metadata = {"format": "lstmcli", "format_version": str(FORMAT_VERSION)}
+    data = save(state, metadata=metadata)
+    atomic_write(run_dir / WEIGHTS_FILE, lambda handle: handle.write(data))
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "lstmcli_version": __version__,
+        "torch_version": torch.__version__,
+        "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "label_names": list(label_names),
+        "vocab_size": config.model.vocab_size,
+        **config.to_dict(),
+        **(extra or {}),
+    }
+    write_json_atomic(run_dir / CONFIG_FILE, payload)
+
+
+def read_run_config(run_dir: Path) -> tuple[Config, list[str], dict[str, Any]]:
+    """The config, label names and remaining metadata of a run, checked for compatibility."""
+    path = run_dir / CONFIG_FILE
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(
+            f"{path} is unreadable ({error}); retrain or restore the run"
+        ) from None
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{run_dir} has checkpoint format {version!r}, this lstmcli reads format "
+            f"{FORMAT_VERSION}; use lstmcli {meta.get('lstmcli_version', '?')} or retrain"
+        )
+    try:
+        config = Config.from_dict(
+            {key: meta[key] for key in ("model", "data", "train")}, source=str(path)
+        )
+        label_names = [str(name) for name in meta["label_names"]]
+    except (KeyError, TypeError) as error:
+        raise CheckpointError(f"{path} lacks {error}; retrain or restore the run") from None
+    except LstmError as error:
+        raise CheckpointError(str(error)) from None
+    return config, label_names, meta
+
+
+def load_run(model: str | Path | None = None, device: str | torch.device = "cpu") -> LoadedRun:
+    """Rebuild a trained model from its run directory (the latest run when ``model`` is None)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from lstmcli.data.tokenizer import Tokenizer
+    from lstmcli.nn.classifier import SentimentClassifier
+
+    run_dir = resolve_run(None if model is None else str(model))
+    config, label_names, meta = read_run_config(run_dir)
+    network = SentimentClassifier(config.model)
+    try:
+        state = load_file(str(run_dir / WEIGHTS_FILE), device="cpu")
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{run_dir / WEIGHTS_FILE} is unreadable ({error}); "
+                              "retrain or restore the run") from None
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as error:
+        first = str(error).splitlines()[1:2] or [str(error)]
+        raise CheckpointError(
+            f"{run_dir / WEIGHTS_FILE} does not match its config.json ({first[0].strip()}); "
+            "retrain or restore the run"
+        ) from None
+    network.to(device).eval()
+    tokenizer = Tokenizer.load(run_dir / TOKENIZER_FILE)
+    return LoadedRun(run_dir, network, config, tokenizer, label_names, meta)

@@ -9,16 +9,19 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from lstmcli.cells import CELLS
-from lstmcli.config import CELL_NAMES
-from lstmcli.recurrent import RecurrentEncoder, run_stepwise
+from lstmcli.nn.cells import cell_names, get_cell
+from lstmcli.nn.recurrent import CellModule, RecurrentEncoder, run_stepwise
 
 TORCH_MODULES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 LENGTHS = torch.tensor([7, 3, 5, 1])
 
+CELL_NAMES = cell_names()
 
-def test_registry_names_match_config_choices():
-    assert tuple(CELLS) == CELL_NAMES
+
+def test_registry_lists_the_five_cells_in_order():
+    assert CELL_NAMES == ("rnn", "lstm", "gru", "peephole", "coupled")
+    with pytest.raises(Exception, match="unknown cell 'transformer'; choose one of: rnn, lstm"):
+        get_cell("transformer")
 
 
 def copy_into_cell(cell, reference: nn.RNNBase, suffix: str) -> None:
@@ -31,7 +34,7 @@ def copy_into_cell(cell, reference: nn.RNNBase, suffix: str) -> None:
 def test_stepwise_cell_equals_torch_module_on_variable_length_batch(name):
     torch.manual_seed(0)
     reference = TORCH_MODULES[name](5, 8, batch_first=True)
-    cell = CELLS[name](5, 8)
+    cell = CellModule(name, 5, 8)
     torch.nn.init.normal_(cell.weight_ih)  # make sure the copy, not a shared init, is tested
     copy_into_cell(cell, reference, "_l0")
     x = torch.randn(4, 7, 5)
@@ -71,8 +74,8 @@ def test_bidirectional_two_layer_encoder_equals_torch_module(name, stepwise):
 
 def test_peephole_with_zero_peepholes_equals_lstm():
     torch.manual_seed(2)
-    lstm = CELLS["lstm"](4, 6)
-    peephole = CELLS["peephole"](4, 6)
+    lstm = CellModule("lstm", 4, 6)
+    peephole = CellModule("peephole", 4, 6)
     with torch.no_grad():
         for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
             getattr(peephole, name).copy_(getattr(lstm, name))
@@ -86,7 +89,7 @@ def test_peephole_with_zero_peepholes_equals_lstm():
 
 def test_peephole_changes_the_result_when_peepholes_are_nonzero():
     torch.manual_seed(2)
-    peephole = CELLS["peephole"](4, 6)
+    peephole = CellModule("peephole", 4, 6)
     x = torch.randn(2, 5, 4)
     with_peepholes, _ = run_stepwise(peephole, x, torch.tensor([5, 5]))
     with torch.no_grad():
@@ -125,7 +128,7 @@ def numpy_coupled_step(cell, x, h, c):
                                              ("coupled", numpy_coupled_step)])
 def test_custom_cells_follow_their_equations(name, reference):
     torch.manual_seed(3)
-    cell = CELLS[name](4, 6)
+    cell = CellModule(name, 4, 6)
     with torch.no_grad():
         for parameter in cell.parameters():
             parameter.normal_(0, 0.5)  # peepholes too: the equations, not a zero init, are tested
@@ -138,24 +141,57 @@ def test_custom_cells_follow_their_equations(name, reference):
     assert np.abs(c_new.detach().numpy() - c_ref).max() < 1e-5
 
 
-def test_coupled_input_gate_is_one_minus_forget_gate():
+def test_coupled_equals_an_lstm_whose_input_gate_is_minus_its_forget_gate():
+    """sigmoid(-z) = 1 - sigmoid(z): CIFG is torch.nn.LSTM with the input-gate rows set to minus
+    the forget-gate rows, an independent reference for the coupled cell on a padded batch."""
     torch.manual_seed(4)
-    cell = CELLS["coupled"](4, 6)
-    _, gates = cell(torch.randn(5, 4), cell.init_state(5, torch.zeros(1)))
-    assert torch.allclose(gates["input"], 1 - gates["forget"], atol=0, rtol=0)
-    assert sum(p.numel() for p in cell.parameters()) == 3 * 6 * (4 + 6) + 2 * 3 * 6
+    cell = CellModule("coupled", 5, 6)
+    with torch.no_grad():
+        for parameter in cell.parameters():
+            parameter.normal_(0, 0.5)
+    reference = nn.LSTM(5, 6, batch_first=True)
+    with torch.no_grad():
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            forget, candidate, output = getattr(cell, name).chunk(3)
+            getattr(reference, f"{name}_l0").copy_(torch.cat([-forget, forget, candidate, output]))
+    x = torch.randn(4, 7, 5)
+    expected, (final_h, final_c) = reference(
+        pack_padded_sequence(x, LENGTHS, batch_first=True, enforce_sorted=False))
+    expected, _ = pad_packed_sequence(expected, batch_first=True, total_length=7)
+    outputs, (h, c) = run_stepwise(cell, x, LENGTHS)
+    assert (outputs - expected).abs().max() < 1e-5
+    assert (h - final_h[0]).abs().max() < 1e-5
+    assert (c - final_c[0]).abs().max() < 1e-5
+    assert sum(p.numel() for p in cell.parameters()) == 3 * 6 * (5 + 6) + 2 * 3 * 6
 
 
-@pytest.mark.parametrize("name", ["lstm", "peephole", "coupled"])
-def test_forget_bias_initialisation(name):
-    cell = CELLS[name](4, 6, forget_bias=1.5)
-    chunk = cell.forget_chunk
+@pytest.mark.parametrize("name, gate", [("lstm", "forget"), ("peephole", "forget"),
+                                        ("coupled", "forget"), ("gru", "update")])
+def test_gate_bias_starts_the_memory_gate(name, gate):
+    cell = CellModule(name, 4, 6, gate_bias=1.5)
+    assert get_cell(name).memory_gate == gate
+    chunk = get_cell(name).chunks.index(gate)
     rows = slice(chunk * 6, (chunk + 1) * 6)
     total = (cell.bias_ih + cell.bias_hh)[rows]
     assert torch.allclose(total, torch.full((6,), 1.5))
+    # the gate opens to sigmoid(1.5) on a zero input and state
+    _, gates = cell(torch.zeros(1, 4), cell.init_state(1, torch.zeros(1)))
+    if name != "gru":  # the GRU's update gate also sees b_hz, zero here
+        assert torch.allclose(gates[gate], torch.sigmoid(torch.tensor(1.5)).expand(1, 6))
+
+
+def test_default_gate_bias_is_the_cells_own():
+    assert torch.allclose(CellModule("lstm", 4, 6).bias_ih[6:12], torch.ones(6))
+    gru = CellModule("gru", 4, 6)  # no default: torch's init, not a constant
+    assert gru.bias_ih[6:12].std() > 0
 
 
 @pytest.mark.parametrize("name", CELL_NAMES)
 def test_every_cell_documents_its_equations(name):
-    doc = CELLS[name].__doc__
-    assert "h_t" in doc and "=" in doc
+    """The docstring gives an equation for every state variable and names every gate."""
+    cell = get_cell(name)
+    doc = cell.equations()
+    for state in cell.state_names:
+        assert f"{state}_t = " in doc, state
+    for gate in cell.gates():
+        assert gate in doc, gate

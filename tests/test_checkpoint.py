@@ -8,11 +8,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from lstmcli.checkpoint import load_run
 from lstmcli.config import Config
 from lstmcli.errors import CheckpointError
-from lstmcli.predict import Predictor
-from lstmcli.train import train
+from lstmcli.inference.predictor import Predictor
+from lstmcli.runs import load_run
+from lstmcli.training.run import train
 
 
 @pytest.fixture

@@ -11,13 +11,15 @@ import pytest
 from typer.testing import CliRunner
 
 from lstmcli.cli import app
-from lstmcli.config import CELL_NAMES
+from lstmcli.nn.cells import cell_names
 
 from helpers import make_reviews, write_jsonl
 
 runner = CliRunner()
 TINY = ["--epochs", "3", "--hidden-size", "16", "--embed-dim", "16", "--batch-size", "16",
         "--lr", "0.01"]
+
+CELL_NAMES = cell_names()
 
 
 def invoke(*args: str, input: str | None = None):
@@ -199,7 +201,7 @@ def test_cells_lists_every_cell_with_equations():
 
 
 def test_help_and_predict_do_not_import_torch_at_top_level():
-    code = ("import sys; import lstmcli.cli, lstmcli.runs, lstmcli.predict; "
+    code = ("import sys; import lstmcli.cli, lstmcli.runs, lstmcli.inference.predictor; "
             "print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)

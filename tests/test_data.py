@@ -19,9 +19,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lstmcli import registry
 from lstmcli.config import DataConfig
-from lstmcli.data import (
+from lstmcli.data import registry
+from lstmcli.data.splits import (
     DatasetInfo,
     DatasetSplits,
     TextSplit,
@@ -488,9 +488,9 @@ def test_missing_sample_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
 
 def test_loading_imports_neither_torch_nor_datasets(tmp_path: Path) -> None:
     path = write(tmp_path / "d.csv", rows(10))
-    code = ("import sys; from lstmcli.config import DataConfig; from lstmcli.data import "
+    code = ("import sys; from lstmcli.config import DataConfig; from lstmcli.data.splits import "
             f"load_splits; load_splits(DataConfig(dataset={str(path)!r})); "
-            "import lstmcli.tokenizer; "
+            "import lstmcli.data.tokenizer; "
             "assert 'torch' not in sys.modules and 'datasets' not in sys.modules, 'imported'")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
@@ -530,7 +530,7 @@ def test_offline_hub_fails_at_once_with_one_line(tmp_path: Path) -> None:
         "def unresolvable(*args, **kwargs): raise socket.gaierror('no network')\n"
         "socket.getaddrinfo = unresolvable\n"
         "from lstmcli.config import DataConfig\n"
-        "from lstmcli.data import load_splits\n"
+        "from lstmcli.data.splits import load_splits\n"
         "from lstmcli.errors import DataError\n"
         "try: load_splits(DataConfig(dataset='rotten_tomatoes'))\n"
         "except DataError as error: print(error); sys.exit(2)\n"

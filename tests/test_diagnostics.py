@@ -14,25 +14,21 @@ import torch
 from test_cli import assert_clean_error, train_tiny
 from typer.testing import CliRunner
 
-from lstmcli.cells import CELLS
 from lstmcli.cli import app
-from lstmcli.config import CELL_NAMES, ModelConfig
-from lstmcli.diagnostics import (
-    CHUNK_NAMES,
-    GradientMonitor,
-    ParameterGroups,
-    diagnostic_batch,
-    flow_summary,
-    gate_statistics,
-    measure_flow,
-)
-from lstmcli.model import SentimentClassifier
+from lstmcli.config import ModelConfig
+from lstmcli.diagnostics.flow import diagnostic_batch, flow_summary, measure_flow
+from lstmcli.diagnostics.gates import gate_statistics
+from lstmcli.nn.cells import cell_names, get_cell
+from lstmcli.nn.classifier import SentimentClassifier
+from lstmcli.training.monitor import GradientMonitor, ParameterGroups
 
 runner = CliRunner()
 FLOW_KEYS = {"cell", "layer", "direction", "steps", "examples", "loss", "grad_norm_by_step",
              "first", "last", "first_last_ratio", "decay_per_step", "h_grad_norm_by_step",
              "h_first_last_ratio", "c_grad_norm_by_step", "gates"}
 TINY_TASK = ["--seq-len", "12", "--train-steps", "0", "--hidden-size", "8"]
+
+CELL_NAMES = cell_names()
 
 
 def invoke(*args: str):
@@ -171,7 +167,7 @@ def test_flow_json_schema_is_stable(cell):
     assert len(payload["grad_norm_by_step"]) == payload["steps"] == 5
     assert payload["first"] == payload["grad_norm_by_step"][0]
     assert payload["layer"] == 1 and payload["direction"] == "forward"
-    has_c = CELLS[cell].has_cell_state
+    has_c = get_cell(cell).has_cell_state()
     assert (payload["c_grad_norm_by_step"] is not None) == has_c
     if has_c:
         assert payload["c_grad_norm_by_step"][-1] == 0.0  # nothing reads the last c
@@ -189,7 +185,7 @@ def test_gate_statistics_count_only_real_steps():
     gate = torch.tensor([[[0.05, 0.5], [0.95, 0.95]], [[0.5, 0.5], [0.0, 0.0]]])  # (B, T, H)
     steps = [{"forget": gate[:, t]} for t in range(2)]
     mask = torch.tensor([[True, True], [True, False]])  # the second row's step 2 is padding
-    stats = gate_statistics(steps, mask)["forget"]
+    stats = gate_statistics(steps, mask, ["forget"])["forget"]
     assert stats["mean"] == pytest.approx((0.05 + 0.5 + 0.95 + 0.95 + 0.5 + 0.5) / 6)
     assert stats["saturated_low"] == pytest.approx(1 / 6)
     assert stats["saturated_high"] == pytest.approx(2 / 6)
@@ -218,7 +214,7 @@ def test_parameter_groups_split_the_gradient_per_gate(cell):
                        strict=True))
     total = sum(float(p.grad.norm()) ** 2 for p in model.parameters())
     assert sum(float(v) for v in squares.values()) == pytest.approx(total, rel=1e-5)
-    chunks = CHUNK_NAMES[cell]
+    chunks = get_cell(cell).chunks
     for index, chunk in enumerate(chunks):
         name = f"hh.{chunk}" if chunk else "hh"
         rows = slice(index * 3, (index + 1) * 3)
@@ -228,11 +224,6 @@ def test_parameter_groups_split_the_gradient_per_gate(cell):
     assert ("peephole" in groups.names) == (cell == "peephole")
     assert {"embedding", "bias", "classifier"} <= set(groups.names)
     assert "other" not in groups.names
-
-
-def test_chunk_names_match_every_cell():
-    for name, cell in CELLS.items():
-        assert len(CHUNK_NAMES[name]) == cell.num_chunks
 
 
 def test_monitor_clips_exactly_like_clip_grad_norm_and_measures_the_update():
@@ -374,12 +365,11 @@ def test_diagnose_json_reports_the_flow_at_initialisation_and_after_training():
 
 @pytest.mark.parametrize("bias", [0.0, 4.0])
 def test_gate_bias_sets_the_forget_and_the_update_gate(bias):
-    from lstmcli.diagnostics import memory_gate
-    from lstmcli.longrange import build_model
+    from lstmcli.diagnostics.longrange import build_model
 
     for cell in ("lstm", "gru", "peephole", "coupled"):
         recurrence = build_model(cell, 6, gate_bias=bias).encoder.recurrences()[0]
-        chunk = CHUNK_NAMES[cell].index(memory_gate(cell))
+        chunk = get_cell(cell).memory_chunk()
         rows = slice(chunk * 6, (chunk + 1) * 6)
         assert torch.equal(recurrence.cell.bias_ih.detach()[rows], torch.full((6,), bias))
         assert torch.equal(recurrence.cell.bias_hh.detach()[rows], torch.zeros(6))
@@ -425,7 +415,7 @@ def test_the_rnn_gradient_decays_faster_than_the_lstm_at_initialisation():
 
 @pytest.mark.slow
 def test_after_a_short_training_the_rnn_still_decays_faster_and_learns_less():
-    from lstmcli.longrange import TaskSettings, compare_cells
+    from lstmcli.diagnostics.longrange import TaskSettings, compare_cells
 
     results = compare_cells(["rnn", "lstm"], TaskSettings(seq_len=60, train_steps=150, seed=0))
     rnn, lstm = (result.trained.to_dict() for result in results)

@@ -11,12 +11,12 @@ import torch
 from test_cli import assert_clean_error
 from typer.testing import CliRunner
 
-from lstmcli.checkpoint import load_run
 from lstmcli.cli import app
 from lstmcli.config import Config
-from lstmcli.explain import explain
-from lstmcli.model import pad_batch
-from lstmcli.train import train
+from lstmcli.data.batching import pad_batch
+from lstmcli.inference.explain import explain
+from lstmcli.runs import load_run
+from lstmcli.training.run import train
 
 from helpers import make_reviews, write_jsonl
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lstmcli.config import CELL_NAMES, ModelConfig
-from lstmcli.model import SentimentClassifier, pad_batch
+from lstmcli.config import ModelConfig
+from lstmcli.data.batching import pad_batch
+from lstmcli.nn.cells import cell_names
+from lstmcli.nn.classifier import SentimentClassifier
 
 SEQUENCES = [[3, 4, 5, 6, 7, 8, 9], [10, 11], [12, 13, 14, 15], [16]]
+
+CELL_NAMES = cell_names()
 
 
 def build(cell: str, **overrides) -> SentimentClassifier:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer as Backend
 
+from lstmcli.data.tokenizer import Tokenizer, cache_root, encode_cached, normalize
 from lstmcli.errors import ConfigError, DataError
-from lstmcli.tokenizer import Tokenizer, cache_root, encode_cached, normalize
 
 TRAIN = [
     "A great film!<br /><br />Loved it.",
@@ -102,7 +102,7 @@ def test_tokens_align_with_ids(tok: Tokenizer) -> None:
 def test_encode_matches_the_library_pipeline(tok: Tokenizer, monkeypatch, few: int) -> None:
     # encode() normalises in Python and works on distinct chunks (or, for a few texts, calls the
     # library directly); either way it must give what the saved pipeline gives.
-    monkeypatch.setattr("lstmcli.tokenizer._FEW", few)
+    monkeypatch.setattr("lstmcli.data.tokenizer._FEW", few)
     reference = Backend.from_str(tok.to_json())
     texts = [
         *TRAIN,
@@ -224,7 +224,7 @@ def test_an_unusable_cache_is_no_error(tmp_path: Path, tok: Tokenizer) -> None:
 
 def test_encoding_in_batches_changes_nothing(tok: Tokenizer, monkeypatch) -> None:
     texts = TRAIN * 3
-    monkeypatch.setattr("lstmcli.tokenizer._FEW", 0)
+    monkeypatch.setattr("lstmcli.data.tokenizer._FEW", 0)
     whole = [a.tolist() for a in tok.encode(texts, 4)]
-    monkeypatch.setattr("lstmcli.tokenizer._BATCH", 2)
+    monkeypatch.setattr("lstmcli.data.tokenizer._BATCH", 2)
     assert [a.tolist() for a in tok.encode(texts, 4)] == whole

@@ -1,5 +1,9 @@
 """Running cells over padded, variable-length batches, exactly as if each sequence were alone.
 
+``CellModule`` gives a registry cell (:mod:`lstmcli.nn.cells`) its torch parameters: inside the
+torch module named by the cell's ``kernel`` where it has one (so training runs the fused kernel
+and the step-wise reference path reads exactly the same tensors), else its own.
+
 Padding sits at the end of every row. A forward pass never lets a padded step touch a real one
 (real steps come first), so the fused kernels run on the padded batch and the last real output is
 gathered at ``lengths - 1``. The backward direction runs on each sequence reversed within its own
@@ -8,12 +12,133 @@ length, so it starts at the sequence's last real token and never reads padding.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
-from lstmcli.cells import CELLS, RecurrentCell, State
+from lstmcli.nn.cells import Cell, get_cell
+
+State = tuple[Tensor, ...]
+
+
+class TorchOps:
+    """The array operations of :class:`lstmcli.nn.cells.Ops` on torch tensors."""
+
+    sigmoid = staticmethod(torch.sigmoid)
+    tanh = staticmethod(torch.tanh)
+    linear = staticmethod(nn.functional.linear)
+
+    @staticmethod
+    def split(x: Tensor, chunks: int) -> tuple[Tensor, ...]:
+        return x.chunk(chunks, dim=-1)
+
+
+TORCH_OPS = TorchOps()
+
+
+class CellModule(nn.Module):
+    """One registry cell with its parameters: ``weight_ih`` (G*H, I), ``weight_hh`` (G*H, H),
+    ``bias_ih`` and ``bias_hh`` (G*H,), plus the cell's vectors (H,)."""
+
+    def __init__(
+        self, cell: type[Cell] | str, input_size: int, hidden_size: int,
+        gate_bias: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.spec = get_cell(cell) if isinstance(cell, str) else cell
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        rows = self.spec.num_chunks() * hidden_size
+        if self.spec.kernel is not None:
+            self.kernel = getattr(nn, self.spec.kernel)(input_size, hidden_size, num_layers=1,
+                                                        batch_first=True)
+            if self.kernel.weight_ih_l0.shape[0] != rows:
+                raise ValueError(f"cell {self.spec.name!r}: torch.nn.{self.spec.kernel} has "
+                                 f"{self.kernel.weight_ih_l0.shape[0] // hidden_size} chunks, "
+                                 f"the cell {self.spec.num_chunks()}")
+        else:
+            self.weight_ih = nn.Parameter(torch.empty(rows, input_size))
+            self.weight_hh = nn.Parameter(torch.empty(rows, hidden_size))
+            self.bias_ih = nn.Parameter(torch.empty(rows))
+            self.bias_hh = nn.Parameter(torch.empty(rows))
+        for vector in self.spec.vectors:
+            setattr(self, vector, nn.Parameter(torch.empty(hidden_size)))
+        self.reset_parameters(gate_bias)
+
+    # Shortcuts to the spec, so that callers holding a module need not know the registry.
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def fused(self) -> bool:
+        return self.spec.kernel is not None
+
+    @property
+    def has_cell_state(self) -> bool:
+        return self.spec.has_cell_state()
+
+    @property
+    def num_chunks(self) -> int:
+        return self.spec.num_chunks()
+
+    @property
+    def gate_names(self) -> tuple[str, ...]:
+        return self.spec.gate_names
+
+    def reset_parameters(self, gate_bias: float | None = None) -> None:
+        """torch's default init, U(-1/sqrt(H), 1/sqrt(H)), then the memory-gate bias: gate_bias,
+        else the cell's default_gate_bias (None leaves torch's init)."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        with torch.no_grad():
+            for parameter in self.parameters():
+                parameter.uniform_(-bound, bound)
+        bias = self.spec.default_gate_bias if gate_bias is None else gate_bias
+        chunk = self.spec.memory_chunk()
+        if bias is not None and chunk is not None:
+            self.set_gate_bias(chunk, bias)
+
+    def set_gate_bias(self, chunk: int, value: float) -> None:
+        """Start one gate (a chunk of the rows) at sigmoid(value): the whole bias goes on b_ih,
+        so that b_ih + b_hh == value exactly."""
+        rows = slice(chunk * self.hidden_size, (chunk + 1) * self.hidden_size)
+        with torch.no_grad():
+            self.bias_ih[rows] = value
+            self.bias_hh[rows] = 0.0
+
+    def __getattr__(self, name: str) -> Tensor | nn.Module:
+        # The kernel's weights under the cell's names (weight_ih for weight_ih_l0 ...).
+        if name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            modules = self.__dict__["_modules"]
+            if "kernel" in modules:
+                return getattr(modules["kernel"], f"{name}_l0")
+        return super().__getattr__(name)
+
+    def init_state(self, batch: int, like: Tensor) -> State:
+        zeros = like.new_zeros(batch, self.hidden_size)  # (B, H)
+        return tuple([zeros] + [zeros.clone() for _ in self.spec.state_names[1:]])
+
+    def project_input(self, x: Tensor) -> Tensor:
+        """W_ih x + b_ih for one step (B, I) or a whole sequence (B, T, I) -> (..., G*H)."""
+        return nn.functional.linear(x, self.weight_ih, self.bias_ih)
+
+    def step(self, x_projected: Tensor, state: State) -> tuple[State, dict[str, Tensor]]:
+        """One step of the cell's equations on projected input (B, G*H)."""
+        return self.spec.step(TORCH_OPS, self, x_projected, state)
+
+    def forward(self, x: Tensor, state: State) -> tuple[State, dict[str, Tensor]]:
+        """One step from raw input x_t (B, I)."""
+        return self.step(self.project_input(x), state)
+
+    def run_fused(self, x: Tensor) -> Tensor:
+        """All steps of a padded batch (B, T, I) through the torch kernel -> outputs (B, T, H)."""
+        if not self.fused:
+            raise RuntimeError(f"cell {self.name!r} has no fused kernel")
+        outputs, _ = self.kernel(x)
+        return outputs
+
 
 # observer(t, state, gates, mask) sees every step of the step-wise path (diagnostics).
 StepObserver = Callable[[int, State, dict[str, Tensor], Tensor], None]
@@ -36,7 +161,7 @@ def reverse_padded(x: Tensor, lengths: Tensor) -> Tensor:
 
 
 def run_stepwise(
-    cell: RecurrentCell,
+    cell: CellModule,
     x: Tensor,
     lengths: Tensor,
     observer: StepObserver | None = None,
@@ -64,7 +189,7 @@ def run_stepwise(
 class Recurrence(nn.Module):
     """One cell run over a sequence in one direction."""
 
-    def __init__(self, cell: RecurrentCell, reverse: bool = False) -> None:
+    def __init__(self, cell: CellModule, reverse: bool = False) -> None:
         super().__init__()
         self.cell = cell
         self.reverse = reverse
@@ -99,17 +224,17 @@ class RecurrentEncoder(nn.Module):
         layers: int = 1,
         bidirectional: bool = False,
         dropout: float = 0.0,
-        forget_bias: float = 1.0,
+        gate_bias: float | None = None,
     ) -> None:
         super().__init__()
-        cell_class = CELLS[cell]
+        spec = get_cell(cell)
         directions = 2 if bidirectional else 1
         self.output_size = directions * hidden_size
         self.layers = nn.ModuleList()
         for layer in range(layers):
             size = input_size if layer == 0 else self.output_size
             self.layers.append(nn.ModuleList(
-                Recurrence(cell_class(size, hidden_size, forget_bias), reverse=direction == 1)
+                Recurrence(CellModule(spec, size, hidden_size, gate_bias), reverse=direction == 1)
                 for direction in range(directions)
             ))
         self.dropout = nn.Dropout(dropout)

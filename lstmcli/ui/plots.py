@@ -9,7 +9,6 @@ end reads directly as the first/last ratio.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,12 +16,31 @@ from typing import Any
 from rich.text import Text
 
 from lstmcli.errors import ConfigError
+from lstmcli.nn.cells import cell_names
+from lstmcli.runs import atomic_write
 
 PLOT_FORMATS = ("png", "svg", "pdf")
-COLOURS = {"rnn": "#d62728", "lstm": "#1f77b4", "gru": "#2ca02c", "peephole": "#9467bd",
-           "coupled": "#ff7f0e"}
-TERMINAL_COLOURS = {"rnn": "red", "lstm": "blue", "gru": "green", "peephole": "magenta",
-                    "coupled": "yellow"}
+# Colours go to cells by registry order, so a new cell gets the next one.
+PALETTE = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
+           "#17becf", "#bcbd22", "#7f7f7f")
+TERMINAL_PALETTE = ("red", "blue", "green", "magenta", "yellow", "cyan", "bright_red",
+                    "bright_blue", "bright_green", "bright_magenta")
+
+
+def _slot(name: str) -> int | None:
+    names = cell_names()
+    return names.index(name) if name in names else None
+
+
+def colour(name: str) -> str:
+    """The figure colour of a cell (grey for anything not in the registry)."""
+    slot = _slot(name)
+    return "grey" if slot is None else PALETTE[slot % len(PALETTE)]
+
+
+def terminal_colour(name: str) -> str:
+    slot = _slot(name)
+    return "cyan" if slot is None else TERMINAL_PALETTE[slot % len(TERMINAL_PALETTE)]
 
 
 def relative_log10(norms: Sequence[float]) -> list[float | None]:
@@ -52,8 +70,8 @@ def terminal_plot(
     width = max(2, min(width, steps))
     grid: list[list[tuple[str, str] | None]] = [[None] * width for _ in range(height)]
     for name, values in logs.items():
-        marker = (name[:1] or "*").upper() if name in TERMINAL_COLOURS else name[:1] or "*"
-        colour = TERMINAL_COLOURS.get(name, "cyan")
+        marker = (name[:1] or "*").upper() if _slot(name) is not None else name[:1] or "*"
+        style = terminal_colour(name)
         count = len(values)
         for column in range(width):
             # The step at the column's centre; the right edge is always the last step.
@@ -62,7 +80,7 @@ def terminal_plot(
             if value is None:
                 continue
             row = round((top - value) / (top - bottom) * (height - 1))
-            grid[row][column] = (marker, colour)
+            grid[row][column] = (marker, style)
     label_width = 7
     # Axis labels at whole powers of ten only: the top, the bottom and one near the middle.
     labels = {0: top, height - 1: bottom}
@@ -122,9 +140,9 @@ def write_figure(
     with_trained = any(norms is not None for norms in (trained or {}).values())
     for name, norms in curves.items():
         _plot_curve(flow, norms, f"{name} at init" if with_trained else name,
-                    color=COLOURS.get(name), linewidth=1.8)
+                    color=colour(name), linewidth=1.8)
     for name, norms in (trained or {}).items():
-        _plot_curve(flow, norms or [], f"{name} trained", color=COLOURS.get(name),
+        _plot_curve(flow, norms or [], f"{name} trained", color=colour(name),
                     linewidth=1.4, linestyle="--")
     flow.set_yscale("log")
     flow.set_xlabel("time step t")
@@ -136,7 +154,7 @@ def write_figure(
         bars = axes[1]
         names = [n for n, a in accuracies.items() if a is not None]
         values = [accuracies[n] for n in names]
-        bars.bar(names, values, color=[COLOURS.get(n, "grey") for n in names])
+        bars.bar(names, values, color=[colour(n) for n in names])
         bars.axhline(0.5, color="black", linestyle=":", linewidth=1)
         bars.text(len(names) - 0.5, 0.51, "chance", ha="right", va="bottom", fontsize=8)
         bars.set_ylim(0, 1.12)  # room for the value labels above a bar at 1.0
@@ -146,12 +164,7 @@ def write_figure(
         for x, value in enumerate(values):
             bars.text(x, value + 0.02, f"{value:.2f}", ha="center", fontsize=9)
     suffix = path.suffix.lower().lstrip(".")
-    temp = path.with_name(path.name + ".tmp")
-    try:
-        figure.savefig(temp, format=suffix)
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
+    atomic_write(path, lambda handle: figure.savefig(handle, format=suffix))
 
 
 def _plot_curve(axes: Any, norms: Sequence[float], label: str, **style: Any) -> None:

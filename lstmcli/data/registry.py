@@ -12,18 +12,19 @@ import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from types import ModuleType
 from urllib.parse import urlparse
 
-from lstmcli.datafiles import RawSplit, label_keys, one_line, pick_columns, read_file
+from lstmcli.data.files import RawSplit, label_keys, one_line, pick_columns, read_file
 from lstmcli.errors import DataError
 
 SPLITS = ("train", "validation", "test")
 DATA_DIR_ENV = "LSTM_DATA_DIR"
 OFFLINE_ENV = "HF_HUB_OFFLINE"
 _PROXY_ENV = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
-SAMPLE_DIR = Path(__file__).resolve().parent.parent / "data" / "sample"
+SAMPLE_DIR = Path(str(resources.files("lstmcli.data") / "sample"))
 BINARY = ("negative", "positive")
 
 

@@ -33,7 +33,7 @@ class Predictor:
 
     @classmethod
     def from_run(cls, model: str | Path | None = None, device: str = "cpu") -> Predictor:
-        from lstmcli.checkpoint import load_run
+        from lstmcli.runs import load_run
 
         return cls(load_run(model, device), device)
 
@@ -45,7 +45,7 @@ class Predictor:
         """Class probabilities (N, C), rows in input order."""
         import torch
 
-        from lstmcli.batching import predict_logits
+        from lstmcli.nn.classifier import predict_logits
 
         if not texts:
             return np.zeros((0, len(self.label_names)), dtype=np.float32)

@@ -17,12 +17,10 @@ import itertools
 import json
 import os
 import re
-import tempfile
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 from tokenizers import Regex, normalizers, pre_tokenizers
@@ -30,6 +28,7 @@ from tokenizers import Tokenizer as Backend
 from tokenizers.models import WordLevel
 
 from lstmcli.errors import ConfigError, DataError
+from lstmcli.runs import atomic_write
 
 PAD = "[PAD]"
 UNK = "[UNK]"
@@ -170,7 +169,7 @@ class Tokenizer:
     def save(self, path: Path) -> None:
         """Write tokenizer.json atomically: a reader sees the old file or the new, never half."""
         data = self._json.encode("utf-8")
-        _atomic_write(Path(path), lambda handle: handle.write(data))
+        atomic_write(Path(path), lambda handle: handle.write(data))
 
     @classmethod
     def load(cls, path: Path) -> Tokenizer:
@@ -310,20 +309,6 @@ def _write_cache(path: Path, ids: list[np.ndarray]) -> None:
     data = np.concatenate([offsets.astype(dtype), *(a.astype(dtype) for a in ids)])
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, lambda handle: np.save(handle, data, allow_pickle=False))
+        atomic_write(path, lambda handle: np.save(handle, data, allow_pickle=False))
     except OSError:
         pass  # a read-only or full disk costs the next run some seconds, nothing more
-
-
-def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Write through `write` to a temporary file beside `path`, then rename it over `path`."""
-    descriptor, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise

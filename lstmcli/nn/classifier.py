@@ -1,16 +1,17 @@
-"""The classifier: token ids -> embedding -> recurrent encoder -> pooling -> linear -> logits."""
+"""The classifier: token ids -> embedding -> recurrent encoder -> pooling -> linear -> logits,
+and its batched, order-preserving evaluation (``predict_logits``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from lstmcli.config import ModelConfig
-from lstmcli.recurrent import RecurrentEncoder, length_mask
-
-PAD_ID = 0
+from lstmcli.data.batching import PAD_ID, bucket_batches, iterate_batches
+from lstmcli.nn.recurrent import RecurrentEncoder, length_mask
 
 
 class SentimentClassifier(nn.Module):
@@ -36,7 +37,7 @@ class SentimentClassifier(nn.Module):
             layers=config.layers,
             bidirectional=config.bidirectional,
             dropout=config.dropout,
-            forget_bias=config.forget_bias,
+            gate_bias=config.gate_bias,
         )
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(self.encoder.output_size, config.num_classes)
@@ -61,10 +62,23 @@ class SentimentClassifier(nn.Module):
         return self.classifier(self.dropout(self.features(ids, lengths, observer)))  # (B, C)
 
 
-def pad_batch(sequences: list, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
-    """Right-pad 1-D id arrays (numpy or lists) -> ids (B, T) int64 and lengths (B,)."""
-    lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
-    ids = torch.full((len(sequences), int(lengths.max())), PAD_ID, dtype=torch.long)
-    for row, sequence in enumerate(sequences):
-        ids[row, : len(sequence)] = torch.as_tensor(sequence, dtype=torch.long)
-    return ids.to(device), lengths.to(device)
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module,
+    sequences: Sequence[np.ndarray],
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+) -> Tensor:
+    """Logits (N, C) in input order, computed in length-sorted batches in eval mode."""
+    was_training = model.training
+    model.eval()
+    logits = torch.empty(0)
+    for index, ids, lengths, _ in iterate_batches(
+        sequences, bucket_batches([len(s) for s in sequences], batch_size), device
+    ):
+        out = model(ids, lengths).float().cpu()  # (B, C)
+        if logits.numel() == 0:
+            logits = torch.empty(len(sequences), out.shape[1])
+        logits[torch.as_tensor(index)] = out
+    model.train(was_training)
+    return logits

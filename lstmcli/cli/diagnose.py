@@ -8,9 +8,13 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from lstmcli.cli import JsonOpt, ModelDirOpt, app, err, handles_errors, out, print_json
-from lstmcli.config import CELL_NAMES
+from lstmcli.cli.common import JsonOpt, ModelDirOpt, app, err, handles_errors, out, print_json
 from lstmcli.errors import ConfigError, DataError
+from lstmcli.nn.cells import cell_names, get_cell
+
+
+def _default_cells() -> list[str]:
+    return [name for name in cell_names() if get_cell(name).diagnose_by_default]
 
 
 @app.command()
@@ -21,7 +25,8 @@ def diagnose(
         "validation data instead of the synthetic task.")] = None,
     cell: Annotated[list[str] | None, typer.Option(
         "--cell", help=f"A cell for the synthetic long-range task; repeat for several "
-        f"({', '.join(CELL_NAMES)}). \\[default: rnn, lstm, gru]", show_default=False)] = None,
+        f"({', '.join(cell_names())}). \\[default: {', '.join(_default_cells())}]",
+        show_default=False)] = None,
     seq_len: Annotated[int | None, typer.Option(
         "--seq-len", help="Tokens per synthetic example. \\[default: 200]")] = None,
     train_steps: Annotated[int | None, typer.Option(
@@ -46,7 +51,7 @@ def diagnose(
     Without --model: rnn, lstm and gru (or the --cell list) on a bundled long-range task, at
     initialisation and after a short training. With --model: a trained run on its own data.
     """
-    from lstmcli.plots import check_plot_target
+    from lstmcli.ui.plots import check_plot_target
 
     if plot is not None:
         check_plot_target(plot)  # before minutes of work, not after
@@ -67,7 +72,7 @@ def diagnose(
                  f"at init" + (f" and after {task['train_steps']} steps (dashed)"
                                if task["train_steps"] else ""))
     if plot is not None:
-        from lstmcli.plots import write_figure
+        from lstmcli.ui.plots import write_figure
 
         cells = payload["cells"]
         trained = {name: (entry.get("trained") or {}).get("grad_norm_by_step")
@@ -77,7 +82,7 @@ def diagnose(
     if as_json:
         print_json(payload)
         return
-    from lstmcli.render import diagnose_renderables
+    from lstmcli.ui.render import diagnose_renderables
 
     if payload["mode"] == "synthetic":
         task = payload["task"]
@@ -97,9 +102,9 @@ def diagnose(
 
 
 def _diagnose_run(model: str, device: str) -> dict[str, Any]:
-    from lstmcli.checkpoint import load_run
-    from lstmcli.diagnostics import diagnose_run
-    from lstmcli.train import resolve_device
+    from lstmcli.device import resolve_device
+    from lstmcli.diagnostics.flow import diagnose_run
+    from lstmcli.runs import load_run
 
     return diagnose_run(load_run(model, str(resolve_device(device))))
 
@@ -115,7 +120,7 @@ def _diagnose_synthetic(
 ) -> dict[str, Any]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from lstmcli import longrange
+    from lstmcli.diagnostics import longrange
 
     settings = longrange.TaskSettings(
         seq_len=longrange.DEFAULT_SEQ_LEN if seq_len is None else seq_len,
@@ -124,7 +129,7 @@ def _diagnose_synthetic(
         seed=0 if seed is None else seed,
         gate_bias=longrange.DEFAULT_GATE_BIAS if gate_bias is None else gate_bias,
     )
-    names = cells or ["rnn", "lstm", "gru"]
+    names = cells or _default_cells()
     progress = Progress(TextColumn("training {task.fields[cell]}"), BarColumn(),
                         MofNCompleteColumn(), console=err, transient=True, disable=quiet)
     tasks: dict[str, Any] = {}
@@ -156,9 +161,9 @@ def explain(
     """
     if text is None or not text.strip():
         raise DataError('the text is empty; pass one, e.g. lstm explain "the plot was dull"')
-    from lstmcli.checkpoint import load_run
-    from lstmcli.explain import explain as explain_text
-    from lstmcli.train import resolve_device
+    from lstmcli.device import resolve_device
+    from lstmcli.inference.explain import explain as explain_text
+    from lstmcli.runs import load_run
 
     run = load_run(model, str(resolve_device(device)))
     explanation = explain_text(run, text)
@@ -166,7 +171,7 @@ def explain(
     if as_json:
         print_json(payload)
         return
-    from lstmcli.render import explain_renderables
+    from lstmcli.ui.render import explain_renderables
 
     for renderable in explain_renderables(payload, width=out.width):
         out.print(renderable)

@@ -17,10 +17,10 @@ from typing import Any
 
 import torch
 
-from lstmcli.checkpoint import LoadedRun
-from lstmcli.diagnostics import memory_gate
+from lstmcli.data.batching import pad_batch
 from lstmcli.errors import DataError
-from lstmcli.model import pad_batch
+from lstmcli.nn.cells import get_cell
+from lstmcli.runs import LoadedRun
 
 PREFIX_CHUNK = 128  # prefixes per forward pass: bounds memory for texts of max_len tokens
 
@@ -77,7 +77,7 @@ def explain(run: LoadedRun, text: str, device: str | torch.device = "cpu") -> Ex
     words = words[: len(ids)]
     model = run.model.to(device).eval()
     probabilities = _prefix_probabilities(model, ids.tolist(), device)  # (T, C)
-    gate_name = memory_gate(model.config.cell)
+    gate_name = get_cell(model.config.cell).memory_gate
     gates = _gate_means(model, ids.tolist(), gate_name, device) if gate_name else None
     unknown = run.tokenizer.UNK_ID
     steps = [

@@ -10,10 +10,9 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from lstmcli.model import pad_batch
-
+PAD_ID = 0  # the tokenizer's [PAD]
 BUCKET_BATCHES = 50  # batches per sorting window: enough to bucket, small enough to stay random
 
 
@@ -59,23 +58,10 @@ def iterate_batches(
         yield index, ids, lengths, targets
 
 
-@torch.no_grad()
-def predict_logits(
-    model: nn.Module,
-    sequences: Sequence[np.ndarray],
-    batch_size: int = 256,
-    device: torch.device | str = "cpu",
-) -> Tensor:
-    """Logits (N, C) in input order, computed in length-sorted batches in eval mode."""
-    was_training = model.training
-    model.eval()
-    logits = torch.empty(0)
-    for index, ids, lengths, _ in iterate_batches(
-        sequences, bucket_batches([len(s) for s in sequences], batch_size), device
-    ):
-        out = model(ids, lengths).float().cpu()  # (B, C)
-        if logits.numel() == 0:
-            logits = torch.empty(len(sequences), out.shape[1])
-        logits[torch.as_tensor(index)] = out
-    model.train(was_training)
-    return logits
+def pad_batch(sequences: list, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+    """Right-pad 1-D id arrays (numpy or lists) -> ids (B, T) int64 and lengths (B,)."""
+    lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
+    ids = torch.full((len(sequences), int(lengths.max())), PAD_ID, dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        ids[row, : len(sequence)] = torch.as_tensor(sequence, dtype=torch.long)
+    return ids.to(device), lengths.to(device)

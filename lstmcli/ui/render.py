@@ -13,9 +13,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from lstmcli.diagnostics import SATURATION_HIGH, SATURATION_LOW, memory_gate
-from lstmcli.plots import terminal_plot
-from lstmcli.train import Callbacks
+from lstmcli.diagnostics.gates import SATURATION_HIGH, SATURATION_LOW
+from lstmcli.nn.cells import DEFAULT_CELL, get_cell
+from lstmcli.training.callbacks import Callbacks
+from lstmcli.ui.plots import terminal_plot
 
 
 class TrainDisplay(Callbacks):
@@ -32,7 +33,7 @@ class TrainDisplay(Callbacks):
             console=err, transient=True,
         )
         self.table = epoch_table()
-        self.cell = "lstm"
+        self.cell = DEFAULT_CELL
         self.gradients = gradient_table(self.cell)
         self.live: Live | None = None
         self.task: Any = None
@@ -145,7 +146,7 @@ def gradient_table(cell: str) -> Table:
                   title_justify="left")
     for column in ("epoch", "‖g‖ med", "Δw/w", "∂s first/last", "decay/step"):
         table.add_column(column, justify="right")
-    gate = memory_gate(cell)
+    gate = get_cell(cell).memory_gate
     if gate is not None:
         table.add_column(f"{gate} lo/hi", justify="right")
     return table
@@ -155,7 +156,7 @@ def add_gradient_row(table: Table, row: dict[str, Any], cell: str) -> None:
     cells = [str(row["epoch"]), f"{row['grad_norm_median']:.3f}", f"{row['update_ratio']:.1e}",
              _sci(row["flow_first_last_ratio"]),
              "-" if row["flow_decay_per_step"] is None else f"{row['flow_decay_per_step']:.3f}"]
-    gate = memory_gate(cell)
+    gate = get_cell(cell).memory_gate
     if gate is not None:
         cells.append(_gate_cell(row["gates"].get(gate)))
     table.add_row(*cells)

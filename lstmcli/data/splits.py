@@ -3,7 +3,7 @@
 ``load_splits`` serves training (train, validation, optional test); ``load_eval_split`` serves
 ``lstm eval`` on a trained model, mapping the data's labels onto the model's label names and
 reproducing the validation rows that training carved from train. The data comes from a registered
-dataset (:mod:`lstmcli.registry`) or local files (:mod:`lstmcli.datafiles`).
+dataset (:mod:`lstmcli.data.registry`) or local files (:mod:`lstmcli.data.files`).
 
 Randomness (the carved validation split, ``--max-*-samples`` subsets) depends only on the seed,
 the rows and which rows share a class, never on label ids, so training and evaluation agree.
@@ -17,15 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from lstmcli.config import DataConfig
-from lstmcli.datafiles import (
+from lstmcli.data.files import (
     SUPPORTED_SUFFIXES,
     RawSplit,
     infer_label_names,
     polarity,
     read_file,
 )
-from lstmcli.errors import ConfigError, DataError
-from lstmcli.registry import (
+from lstmcli.data.registry import (
     SPLITS,
     DatasetInfo,
     Source,
@@ -34,6 +33,7 @@ from lstmcli.registry import (
     lookup,
     named_source,
 )
+from lstmcli.errors import ConfigError, DataError
 
 __all__ = [
     "SPLITS",

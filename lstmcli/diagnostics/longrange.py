@@ -17,18 +17,21 @@ on held-out examples, and the flow and gates of the trained cell.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from lstmcli.config import CELL_NAMES, ModelConfig
-from lstmcli.diagnostics import DIAGNOSTIC_BATCH, FlowReport, measure_flow
+from lstmcli.config import ModelConfig
+from lstmcli.diagnostics.flow import DIAGNOSTIC_BATCH, FlowReport, measure_flow
 from lstmcli.errors import ConfigError
-from lstmcli.model import SentimentClassifier
+from lstmcli.nn.cells import get_cell
+from lstmcli.nn.classifier import SentimentClassifier
+from lstmcli.training.callbacks import Callbacks
+from lstmcli.training.trainer import Batch, ClipGradients, Trainer
 
 POSITIVE = ("great", "superb", "wonderful", "excellent")
 NEGATIVE = ("awful", "dreadful", "boring", "terrible")
@@ -134,21 +137,15 @@ def length_at(step: int, steps: int, seq_len: int) -> int:
     return stages[min(len(stages) - 2, step * (len(stages) - 1) // ramp)]
 
 
-GRU_UPDATE_CHUNK = 1  # torch's GRU rows are in r, z, n order
-
-
 def build_model(cell: str, hidden_size: int, gate_bias: float = 1.0) -> SentimentClassifier:
-    """A task model whose memory gate starts at sigmoid(gate_bias): the forget gate of the LSTM
-    family (the cells set it themselves) and the GRU's update gate (set here, the same way: all of
-    the bias on b_ih, the chunk of b_hh zero). The RNN has no memory gate."""
+    """A task model whose memory gate (the cell's ``memory_gate``: the forget gate of the LSTM
+    family, the GRU's update gate) starts at sigmoid(gate_bias); a cell without one (the RNN)
+    keeps torch's initialisation."""
+    has_gate = get_cell(cell).memory_gate is not None
     config = ModelConfig(cell=cell, vocab_size=len(VOCABULARY), embed_dim=EMBED_DIM,
                          hidden_size=hidden_size, pooling="last", num_classes=2,
-                         forget_bias=gate_bias)
-    model = SentimentClassifier(config)
-    if cell == "gru":
-        for recurrence in model.encoder.recurrences():
-            recurrence.cell.set_gate_bias(GRU_UPDATE_CHUNK, gate_bias)
-    return model
+                         gate_bias=gate_bias if has_gate else None)
+    return SentimentClassifier(config)
 
 
 @dataclass
@@ -173,8 +170,7 @@ Progress = Callable[[str, int, int], None]  # (cell, step done, steps)
 def run_cell(cell: str, settings: TaskSettings, progress: Progress | None = None) -> CellResult:
     """Measure one cell at initialisation, train it on the task (or not, with train_steps 0)
     and measure it again."""
-    if cell not in CELL_NAMES:
-        raise ConfigError(f"unknown cell {cell!r}; choose one of: {', '.join(CELL_NAMES)}")
+    get_cell(cell)  # ConfigError listing the cells
     settings.validate()
     # Every cell sees the same initial draw of the random streams and the same examples.
     torch.manual_seed(settings.seed)
@@ -211,30 +207,38 @@ def _train(
     cell: str,
     progress: Progress | None,
 ) -> None:
-    """Adam with gradient clipping on the length curriculum, on the fused kernels where the
-    cell has one (only the measurement needs the step-wise path)."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
-    model.train()
+    """Adam with gradient clipping on the length curriculum, through the same trainer as `lstm
+    train`, on the fused kernels where the cell has one (only the measurement needs the step-wise
+    path)."""
     steps = settings.train_steps
-    for step in range(steps):
-        length = length_at(step, steps, settings.seq_len)
-        ids, labels = make_examples(BATCH_SIZE, length, rng)  # (B, T), (B,)
-        lengths = torch.full((BATCH_SIZE,), length, dtype=torch.long)
-        loss = nn.functional.cross_entropy(model(ids, lengths), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), CLIP_NORM)
-        optimizer.step()
-        if progress is not None:
-            progress(cell, step + 1, steps)
+    trainer = Trainer(model, torch.optim.Adam(model.parameters(), lr=LEARNING_RATE),
+                      gradients=ClipGradients(model.parameters(), CLIP_NORM),
+                      callbacks=_StepProgress(cell, steps, progress))
+
+    def batches() -> Iterator[Batch]:
+        for step in range(steps):
+            length = length_at(step, steps, settings.seq_len)
+            ids, labels = make_examples(BATCH_SIZE, length, rng)  # (B, T), (B,)
+            lengths = torch.full((BATCH_SIZE,), length, dtype=torch.long)
+            yield Batch((ids, lengths), labels, BATCH_SIZE * length)
+
+    trainer.train_epoch(batches(), epoch=1, steps=steps)
+
+
+class _StepProgress(Callbacks):
+    def __init__(self, cell: str, steps: int, progress: Progress | None) -> None:
+        self.cell, self.steps, self.progress = cell, steps, progress
+
+    def on_step(self, step: int, loss: float) -> None:
+        if self.progress is not None:
+            self.progress(self.cell, step, self.steps)
 
 
 def compare_cells(
     cells: list[str], settings: TaskSettings, progress: Progress | None = None
 ) -> list[CellResult]:
     """run_cell for every cell (duplicates once), in the order given."""
-    unknown = [c for c in cells if c not in CELL_NAMES]
-    if unknown:
-        raise ConfigError(f"unknown cell {unknown[0]!r}; choose one of: {', '.join(CELL_NAMES)}")
+    for cell in cells:
+        get_cell(cell)  # ConfigError listing the cells, before any work
     settings.validate()
     return [run_cell(cell, settings, progress) for cell in dict.fromkeys(cells)]

@@ -1,12 +1,11 @@
-"""The training loop: Adam, gradient clipping by global norm, best model by validation accuracy.
+"""The assembly of a training run: data -> tokenizer -> model -> trainer -> run directory.
 
-Every epoch also records gradient diagnostics (lstmcli.diagnostics): gradient norms per parameter
-group, the update-to-weight ratio, the gradient flow through time and the gate statistics on a
-fixed validation batch.
+Adam, gradient clipping by global norm, the best model by validation accuracy. Every epoch also
+records gradient diagnostics: norms per parameter group and the update-to-weight ratio
+(:mod:`lstmcli.training.monitor`), the gradient flow through time and the gate statistics on a
+fixed validation batch (:mod:`lstmcli.diagnostics.flow`).
 
-The loop assumes nothing about running alone: batches are sharded by rank (all ranks get the
-same number), and only rank 0 writes files, so wrapping the model in DistributedDataParallel
-under torchrun needs no change here beyond the wrapping.
+Batches are sharded by rank (all ranks get the same number) and only rank 0 writes files.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ import json
 import math
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,13 +23,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from lstmcli.batching import bucket_batches, iterate_batches, predict_logits, shard
-from lstmcli.checkpoint import save_checkpoint, write_json_atomic
 from lstmcli.config import Config
-from lstmcli.data import DatasetSplits, load_splits
-from lstmcli.diagnostics import GradientMonitor, diagnostic_batch, measure_flow
-from lstmcli.errors import ConfigError, TrainingDiverged
-from lstmcli.model import SentimentClassifier
+from lstmcli.data.batching import bucket_batches, iterate_batches, shard
+from lstmcli.data.splits import DatasetSplits, load_splits
+from lstmcli.data.tokenizer import Tokenizer, encode_cached
+from lstmcli.device import process_rank, resolve_device
+from lstmcli.diagnostics.flow import diagnostic_batch, measure_flow
+from lstmcli.errors import TrainingDiverged
+from lstmcli.nn.classifier import SentimentClassifier, predict_logits
 from lstmcli.runs import (
     CONFIG_FILE,
     METRICS_FILE,
@@ -37,17 +38,12 @@ from lstmcli.runs import (
     WEIGHTS_FILE,
     new_run_dir,
     remember_latest,
+    save_checkpoint,
+    write_json_atomic,
 )
-from lstmcli.tokenizer import Tokenizer, encode_cached
-
-
-class Callbacks:
-    """Hooks for a front end (the CLI's progress bar and tables); every one is optional."""
-
-    def on_start(self, info: dict[str, Any]) -> None: ...
-    def on_epoch_start(self, epoch: int, steps: int) -> None: ...
-    def on_step(self, step: int, loss: float) -> None: ...
-    def on_epoch_end(self, row: dict[str, Any]) -> None: ...
+from lstmcli.training.callbacks import Callbacks
+from lstmcli.training.monitor import GradientMonitor
+from lstmcli.training.trainer import Batch, Diverged, Trainer
 
 
 @dataclass
@@ -57,23 +53,6 @@ class TrainResult:
     best_val_accuracy: float
     test_accuracy: float | None
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            "--device cuda asked for, but torch sees no CUDA device; use --device cpu"
-        )
-    return torch.device(name)
-
-
-def process_rank() -> tuple[int, int]:
-    """(rank, world size): (0, 1) unless torch.distributed has been initialised (torchrun)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 def seed_everything(seed: int) -> np.random.Generator:
@@ -117,6 +96,7 @@ def train(
         model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay
     )
     monitor = GradientMonitor(model, config.train.clip_norm)
+    trainer = Trainer(model, optimizer, nn.functional.cross_entropy, monitor, callbacks)
     # Fixed for the whole run, so that the per-epoch curves compare like with like.
     flow_batch = diagnostic_batch(encoded["validation"], splits.validation.labels,
                                   seed=config.train.seed)
@@ -130,57 +110,39 @@ def train(
     best: dict[str, Any] = {"epoch": 0, "val_accuracy": -1.0, "val_loss": math.inf}
     history: list[dict[str, Any]] = []
     for epoch in range(1, config.train.epochs + 1):
+        started = time.perf_counter()
         batches = shard(bucket_batches(train_lengths, config.train.batch_size, rng),
                         rank, world_size)
-        callbacks.on_epoch_start(epoch, len(batches))
-        started = time.perf_counter()
-        model.train()
-        loss_sum, correct, seen, tokens = 0.0, 0, 0, 0
         monitor.start_epoch()
-        for step, (_, ids, lengths, targets) in enumerate(
-            iterate_batches(encoded["train"], batches, device, train_labels), start=1
-        ):
-            logits = model(ids, lengths)  # (B, C)
-            loss = nn.functional.cross_entropy(logits, targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            norm = monitor.measure_and_clip()  # before clipping
-            if not (math.isfinite(loss.item()) and math.isfinite(norm)):
-                what = "loss" if not math.isfinite(loss.item()) else "gradient norm"
-                raise TrainingDiverged(
-                    f"training diverged at epoch {epoch}, step {step}: the {what} is "
-                    f"{loss.item() if what == 'loss' else norm}; the best checkpoint so far in "
-                    f"{run_dir} is intact; lower --lr or set --clip-norm"
-                )
-            monitor.before_update()
-            optimizer.step()
-            monitor.after_update()
-            batch = len(targets)
-            loss_sum += loss.item() * batch
-            correct += int((logits.argmax(dim=1) == targets).sum())
-            seen += batch
-            tokens += int(lengths.sum())
-            callbacks.on_step(step, loss.item())
+        try:
+            stats = trainer.train_epoch(
+                _batches(encoded["train"], batches, train_labels, train_lengths, device),
+                epoch, len(batches))
+        except Diverged as error:
+            kept = (f"the best checkpoint so far (epoch {best['epoch']}) in {run_dir} is intact"
+                    if best["epoch"] else "no checkpoint was written yet")
+            raise TrainingDiverged(f"{error}; {kept}; lower --lr or set --clip-norm") from None
 
         val_logits = predict_logits(model, encoded["validation"], 256, device)
         val_labels = torch.as_tensor(splits.validation.labels)
-        seconds = time.perf_counter() - started
         gradients = monitor.epoch_summary()
         row = {
             "epoch": epoch,
-            "train_loss": loss_sum / max(seen, 1),
-            "train_accuracy": correct / max(seen, 1),
+            "train_loss": stats.loss,
+            "train_accuracy": stats.accuracy,
             "val_loss": float(nn.functional.cross_entropy(val_logits, val_labels)),
             "val_accuracy": accuracy(val_logits, splits.validation.labels),
             "grad_norm_mean": gradients.pop("grad_norm_mean"),
             "grad_norm_max": gradients.pop("grad_norm_max"),
             "clipped_fraction": gradients.pop("clipped_fraction"),
             "steps": gradients.pop("steps"),
-            "seconds": seconds,
-            "tokens_per_second": tokens / seconds if seconds > 0 else 0.0,
+            "train_seconds": stats.seconds,
+            # Training steps only: validation and the flow measurement are not throughput.
+            "tokens_per_second": stats.tokens_per_second,
             **gradients,
             **_flow_columns(measure_flow(model, *flow_batch).to_dict()),
         }
+        row["seconds"] = time.perf_counter() - started
         improved = (row["val_accuracy"], -row["val_loss"]) > (best["val_accuracy"],
                                                               -best["val_loss"])
         row["best"] = improved
@@ -199,6 +161,17 @@ def train(
         test_accuracy = _final_test(run_dir, model, config, splits, encoded, device)
         remember_latest(run_dir)
     return TrainResult(run_dir, best["epoch"], best["val_accuracy"], test_accuracy, history)
+
+
+def _batches(
+    sequences: list[np.ndarray],
+    batches: list[np.ndarray],
+    labels: np.ndarray,
+    lengths: np.ndarray,
+    device: torch.device,
+) -> Iterator[Batch]:
+    for index, ids, lengths_t, targets in iterate_batches(sequences, batches, device, labels):
+        yield Batch((ids, lengths_t), targets, int(lengths[index].sum()))  # (B, T), (B,)
 
 
 def _flow_columns(flow: dict[str, Any]) -> dict[str, Any]:

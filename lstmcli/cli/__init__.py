@@ -1,0 +1,17 @@
+"""The `lstm` command line: parses options, loads the config, calls the library, prints with rich.
+
+No maths here, and no torch import at module level: `lstm --help` and `lstm predict` must not pay
+for importing what they do not use. One module per group of commands, each registering on the
+app of :mod:`lstmcli.cli.common`.
+"""
+
+from __future__ import annotations
+
+from lstmcli.cli import catalog, diagnose, inference, train  # noqa: F401  (register commands)
+from lstmcli.cli.common import app
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,78 @@
+"""`lstm cells` and `lstm datasets`: what the tool offers."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from lstmcli.cli.common import (
+    DataDirOpt,
+    JsonOpt,
+    app,
+    handles_errors,
+    out,
+    print_json,
+)
+
+
+@app.command()
+@handles_errors
+def cells(as_json: JsonOpt = False) -> None:
+    """List the recurrent cells with their equations."""
+    from lstmcli.nn.cells import cell_names, get_cell
+    from lstmcli.ui.render import cell_panels
+
+    rows = []
+    for name in cell_names():
+        cell = get_cell(name)
+        rows.append({
+            "name": name,
+            "class": cell.__name__,
+            "state": list(cell.state_names),
+            "gates": list(cell.gate_names),
+            "memory_gate": cell.memory_gate,
+            "fused_kernel": cell.kernel is not None,
+            "weight_blocks": cell.num_chunks(),
+            "equations": cell.equations(),
+        })
+    if as_json:
+        print_json({"cells": rows})
+        return
+    for panel in cell_panels(rows):
+        out.print(panel)
+
+
+@app.command()
+@handles_errors
+def datasets(
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the registered datasets, their hub ids, columns, labels and splits."""
+    from lstmcli.data.registry import local_copy_dir
+    from lstmcli.data.splits import dataset_registry
+
+    rows = []
+    for info in dataset_registry().values():
+        local = local_copy_dir(info.name, data_dir)
+        rows.append({
+            "name": info.name, "hub_id": info.hub_id, "text_column": info.text_column,
+            "label_column": info.label_column, "label_names": list(info.label_names),
+            "splits": list(info.splits), "description": info.description,
+            "local_copy": str(local) if local is not None else None,
+        })
+    if as_json:
+        print_json({"datasets": rows})
+        return
+    table = Table(title="Datasets", title_justify="left")
+    table.add_column("name", no_wrap=True)
+    table.add_column("hub id", overflow="fold")
+    for column in ("columns", "labels", "splits", "local"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["name"], row["hub_id"] or "(bundled)",
+                      f"{row['text_column']}\n{row['label_column']}",
+                      "\n".join(row["label_names"]), "\n".join(row["splits"]),
+                      "yes" if row["local_copy"] else "-")
+    out.print(table)
+
+

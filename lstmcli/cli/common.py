@@ -1,0 +1,88 @@
+"""The Typer app and what every command shares: consoles, error handling, common options."""
+
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from lstmcli import __version__
+from lstmcli.errors import LstmError
+
+app = typer.Typer(
+    help="Train, evaluate, diagnose and serve recurrent-network sentiment classifiers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handles_errors(command: F) -> F:
+    """Turn the library's errors into one line on stderr and an exit code, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except LstmError as error:
+            err.print(f"[bold red]error:[/] {escape(str(error))}")
+            raise typer.Exit(error.exit_code) from None
+        except OSError as error:
+            where = f" {error.filename}" if error.filename else ""
+            err.print(f"[bold red]error:[/] cannot access{escape(where)}: "
+                      f"{escape(error.strerror or str(error))}")
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err.print("[bold red]interrupted[/]")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        out.print(f"lstmcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=version_callback, is_eager=True, help="Show the version and exit.")]
+    = False,
+) -> None:
+    """Train, evaluate, diagnose and serve recurrent-network sentiment classifiers."""
+
+
+# Options shared by the commands that read data ----------------------------------------------
+DatasetOpt = Annotated[str | None, typer.Option(
+    "--dataset", help="A registered dataset (see `lstm datasets`) or a .csv/.tsv/.jsonl/.parquet "
+    "file. Default: sample (bundled).")]
+DataDirOpt = Annotated[str | None, typer.Option(
+    "--data-dir", help="Local copies laid out as DIR/NAME/SPLIT.parquet (env LSTM_DATA_DIR).")]
+TextColumnOpt = Annotated[str | None, typer.Option(
+    "--text-column", help="Text column of a local file (default: text/sentence/review).")]
+LabelColumnOpt = Annotated[str | None, typer.Option(
+    "--label-column", help="Label column of a local file (default: label/sentiment/rating).")]
+ThresholdOpt = Annotated[float | None, typer.Option(
+    "--positive-threshold", help="Star ratings: a rating >= this is positive.")]
+MaxEvalOpt = Annotated[int | None, typer.Option(
+    "--max-eval-samples", help="Cap validation/test examples (seeded subsample).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object for machines.")]
+ModelDirOpt = Annotated[str | None, typer.Option(
+    "--model", "-m", help="Run directory written by `lstm train` (default: the latest run).")]
+
+
+def print_json(payload: Any) -> None:
+    sys.stdout.write(json.dumps(payload) + "\n")
+    sys.stdout.flush()
+

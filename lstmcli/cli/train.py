@@ -1,0 +1,131 @@
+"""`lstm train`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lstmcli.cli.common import (
+    DataDirOpt,
+    DatasetOpt,
+    JsonOpt,
+    LabelColumnOpt,
+    MaxEvalOpt,
+    TextColumnOpt,
+    ThresholdOpt,
+    app,
+    err,
+    handles_errors,
+    out,
+    print_json,
+)
+from lstmcli.config import DEVICE_CHOICES, POOLING_CHOICES, apply_overrides, load_config
+from lstmcli.nn.cells import cell_names
+
+
+@app.command()
+@handles_errors
+def train(
+    config_file: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="TOML file with \\[model], \\[data], \\[train] sections; flags "
+        "override it.")] = None,
+    cell: Annotated[str | None, typer.Option(
+        "--cell", help=f"Recurrent cell: {', '.join(cell_names())}.")] = None,
+    dataset: DatasetOpt = None,
+    data_dir: DataDirOpt = None,
+    text_column: TextColumnOpt = None,
+    label_column: LabelColumnOpt = None,
+    train_file: Annotated[str | None, typer.Option(
+        "--train-file", help="Training split as its own file.")] = None,
+    validation_file: Annotated[str | None, typer.Option(
+        "--validation-file", help="Validation split as its own file.")] = None,
+    test_file: Annotated[str | None, typer.Option(
+        "--test-file", help="Test split as its own file.")] = None,
+    positive_threshold: ThresholdOpt = None,
+    val_fraction: Annotated[float | None, typer.Option(
+        "--val-fraction", help="Share of train carved out for validation when the data has no "
+        "validation split. \\[default: 0.1]")] = None,
+    max_train_samples: Annotated[int | None, typer.Option(
+        "--max-train-samples", help="Cap training examples (seeded, stratified).")] = None,
+    max_eval_samples: MaxEvalOpt = None,
+    max_len: Annotated[int | None, typer.Option(
+        "--max-len", help="Tokens kept per text. \\[default: 400]")] = None,
+    vocab_size: Annotated[int | None, typer.Option(
+        "--vocab-size", help="Largest vocabulary, special tokens included. \\[default: 20000]")]
+    = None,
+    min_freq: Annotated[int | None, typer.Option(
+        "--min-freq", help="Fewest occurrences for a word to enter the vocabulary. \\[default: 1]")]
+    = None,
+    embed_dim: Annotated[int | None, typer.Option(
+        "--embed-dim", help="Embedding size. \\[default: 64]")] = None,
+    hidden_size: Annotated[int | None, typer.Option(
+        "--hidden-size", help="Hidden units per direction. \\[default: 64]")] = None,
+    layers: Annotated[int | None, typer.Option(
+        "--layers", help="Stacked recurrent layers. \\[default: 1]")] = None,
+    bidirectional: Annotated[bool | None, typer.Option(
+        "--bidirectional/--unidirectional", help="Read each text in both directions. "
+        "\\[default: unidirectional]")] = None,
+    dropout: Annotated[float | None, typer.Option(
+        "--dropout", help="Dropout on embeddings, between layers and before the classifier. "
+        "\\[default: 0.0]")] = None,
+    gate_bias: Annotated[float | None, typer.Option(
+        "--gate-bias", "--forget-bias", help="Initial bias of the memory gate: the forget gate "
+        "of the LSTM family, the update gate of the GRU (see `lstm cells`). \\[default: the "
+        "cell's own: 1.0 for forget gates, torch's initialisation otherwise]")] = None,
+    pooling: Annotated[str | None, typer.Option(
+        "--pooling", help=f"How outputs become one vector: {', '.join(POOLING_CHOICES)}. "
+        "\\[default: last]")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="\\[default: 10]")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="\\[default: 32]")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Adam learning rate. \\[default: 0.003]")]
+    = None,
+    weight_decay: Annotated[float | None, typer.Option(
+        "--weight-decay", help="Adam weight decay. \\[default: 0.0]")] = None,
+    clip_norm: Annotated[float | None, typer.Option(
+        "--clip-norm", help="Clip the global gradient norm to this; 0 disables. \\[default: 5.0]")]
+    = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="\\[default: 0]")] = None,
+    device: Annotated[str | None, typer.Option(
+        "--device", help=f"{'|'.join(DEVICE_CHOICES)}. \\[default: auto]")] = None,
+    output: Annotated[str | None, typer.Option(
+        "--output", "-o", help="Run directory to write (default: runs/<time>-<cell>, or "
+        "$LSTM_RUNS_DIR).")] = None,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace an existing --output run directory.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train a classifier and write a run directory (weights, config, tokenizer, metrics)."""
+    from lstmcli.training.run import train as run_training
+    from lstmcli.ui.render import TrainDisplay
+
+    config = load_config(config_file)
+    apply_overrides(config.model, dict(
+        cell=cell, embed_dim=embed_dim, hidden_size=hidden_size, layers=layers,
+        bidirectional=bidirectional, dropout=dropout, gate_bias=gate_bias, pooling=pooling))
+    apply_overrides(config.data, dict(
+        dataset=dataset, data_dir=data_dir, text_column=text_column, label_column=label_column,
+        train_file=train_file, validation_file=validation_file, test_file=test_file,
+        positive_threshold=positive_threshold, val_fraction=val_fraction,
+        max_train_samples=max_train_samples, max_eval_samples=max_eval_samples, max_len=max_len,
+        vocab_size=vocab_size, min_freq=min_freq))
+    apply_overrides(config.train, dict(
+        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+        clip_norm=clip_norm, seed=seed, device=device, output=output))
+    config.validate()
+    display = TrainDisplay(out, err, quiet=as_json)
+    with display:
+        result = run_training(config, display, overwrite=overwrite)
+    summary = {
+        "run_dir": str(result.run_dir),
+        "best_epoch": result.best_epoch,
+        "best_val_accuracy": result.best_val_accuracy,
+        "test_accuracy": result.test_accuracy,
+        "epochs": result.history,
+    }
+    if as_json:
+        print_json(summary)
+    else:
+        display.summary(summary)
+

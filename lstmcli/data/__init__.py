@@ -1,0 +1,1 @@
+"""Data: named datasets and local files, splits, the tokenizer and batching."""

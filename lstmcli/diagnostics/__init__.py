@@ -1,0 +1,1 @@
+"""Diagnostics: gradient flow through time, gate statistics and the long-range task."""

@@ -1,0 +1,1 @@
+"""Inference on a trained run: the predictor, evaluation metrics and per-token explanations."""

@@ -1,0 +1,1 @@
+"""Networks: the cell registry (torch-free), the recurrent runner and the classifier."""

@@ -1,0 +1,1 @@
+"""Output for people: rich tables and displays, terminal and matplotlib plots."""
