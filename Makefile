@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # The CPU build of torch; a plain `pip install torch` would fetch a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup train test lint clean
+.PHONY: setup train test lint wheel-check clean
 
 setup: $(VENV)/.installed
 
@@ -25,6 +25,10 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check lstmcli tests benchmarks
+
+# Build the wheel, install it into a fresh venv and train + predict outside the checkout.
+wheel-check: setup
+	PYTHON=$(BIN)/python TORCH="$(TORCH)" bash .ci/wheel-check
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

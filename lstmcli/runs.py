@@ -3,7 +3,7 @@
 A run directory holds ``model.safetensors``, ``config.json`` (model, data and training config,
 label names, vocabulary size, format and package versions, the best epoch), ``tokenizer.json``
 and ``metrics.jsonl``. Loading rebuilds the model from ``config.json`` alone; weights are
-safetensors, never pickle. Every file lstmcli writes goes through :func:`atomic_write`.
+safetensors, never pickle. Every file goes through :mod:`lstmcli.atomic`.
 
 Free of torch at import, so that `lstm predict` and `--help` can resolve a run without it.
 """
@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 from lstmcli import __version__
+from lstmcli.atomic import atomic_write, write_json_atomic
 from lstmcli.config import Config
 from lstmcli.errors import CheckpointError, ConfigError, LstmError
 
@@ -34,28 +33,6 @@ CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
 METRICS_FILE = "metrics.jsonl"
 FORMAT_VERSION = 1
-
-
-def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Write through ``write`` to a new temporary file beside ``path`` (a unique name, created
-    exclusively), flush and fsync it, then rename it over ``path``: a reader sees the old file or
-    the new, never half of one; a failure leaves ``path`` as it was and no temporary behind."""
-    path = Path(path)
-    descriptor, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    data = (json.dumps(payload, indent=2) + "\n").encode("utf-8")
-    atomic_write(path, lambda handle: handle.write(data))
 
 
 def runs_root() -> Path:

@@ -27,8 +27,8 @@ from tokenizers import Regex, normalizers, pre_tokenizers
 from tokenizers import Tokenizer as Backend
 from tokenizers.models import WordLevel
 
+from lstmcli.atomic import atomic_write
 from lstmcli.errors import ConfigError, DataError
-from lstmcli.runs import atomic_write
 
 PAD = "[PAD]"
 UNK = "[UNK]"

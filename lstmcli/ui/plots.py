@@ -15,9 +15,9 @@ from typing import Any
 
 from rich.text import Text
 
+from lstmcli.atomic import atomic_write
 from lstmcli.errors import ConfigError
 from lstmcli.nn.cells import cell_names
-from lstmcli.runs import atomic_write
 
 PLOT_FORMATS = ("png", "svg", "pdf")
 # Colours go to cells by registry order, so a new cell gets the next one.

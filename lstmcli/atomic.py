@@ -1,0 +1,32 @@
+"""The one way lstmcli writes a file: atomically, so a crash never leaves half of one."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write through ``write`` to a new temporary file beside ``path`` (a unique name, created
+    exclusively), flush and fsync it, then rename it over ``path``: a reader sees the old file or
+    the new, never half of one; a failure leaves ``path`` as it was and no temporary behind."""
+    path = Path(path)
+    descriptor, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    data = (json.dumps(payload, indent=2) + "\n").encode("utf-8")
+    atomic_write(path, lambda handle: handle.write(data))
