@@ -98,6 +98,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     output: str | None = None  # run directory; default runs/<time>-<cell>
+    threads: int | None = None  # CPU threads; None: the CPUs this process may use
+    diagnostics: bool = True  # per-step gradient groups and per-epoch flow (off: raw speed)
 
     def validate(self) -> None:
         _positive("epochs", self.epochs)
@@ -110,6 +112,8 @@ class TrainConfig:
             raise ConfigError(
                 f"unknown device {self.device!r}; choose one of: {', '.join(DEVICE_CHOICES)}"
             )
+        if self.threads is not None:
+            _positive("threads", self.threads)
 
 
 @dataclass

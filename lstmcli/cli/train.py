@@ -94,6 +94,13 @@ def train(
         "$LSTM_RUNS_DIR).")] = None,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace an existing --output run directory.")] = False,
+    threads: Annotated[int | None, typer.Option(
+        "--threads", help="CPU threads for torch. \\[default: the CPUs this process may use "
+        "(affinity and cgroup quota)]")] = None,
+    diagnostics: Annotated[bool | None, typer.Option(
+        "--diagnostics/--no-diagnostics", help="Per-step gradient statistics per parameter group "
+        "and the per-epoch gradient flow; off for raw speed (the global norm, clipping and the "
+        "divergence guard stay). \\[default: on]")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Train a classifier and write a run directory (weights, config, tokenizer, metrics)."""
@@ -112,7 +119,8 @@ def train(
         vocab_size=vocab_size, min_freq=min_freq))
     apply_overrides(config.train, dict(
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-        clip_norm=clip_norm, seed=seed, device=device, output=output))
+        clip_norm=clip_norm, seed=seed, device=device, output=output, threads=threads,
+        diagnostics=diagnostics))
     config.validate()
     display = TrainDisplay(out, err, quiet=as_json)
     with display:

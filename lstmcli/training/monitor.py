@@ -81,6 +81,49 @@ class ParameterGroups:
         return squares.new_zeros(len(self.names)).index_add_(0, self._index, squares)
 
 
+def norm_summary(norms: list[float], clip_norm: float) -> dict[str, Any]:
+    """grad_norm_{mean,median,max}, clipped_fraction and steps of one epoch's global norms."""
+    values = np.asarray(norms, dtype=np.float64)
+    steps = len(values)
+    return {
+        "grad_norm_mean": float(values.mean()) if steps else 0.0,
+        "grad_norm_median": float(np.median(values)) if steps else 0.0,
+        "grad_norm_max": float(values.max()) if steps else 0.0,
+        "clipped_fraction": float((values > clip_norm).mean()) if steps and clip_norm > 0
+        else 0.0,
+        "steps": steps,
+    }
+
+
+class NormMonitor:
+    """The light monitor of ``--no-diagnostics``: the global norm (which clipping and the
+    divergence guard need anyway) and clipping, nothing per group, no copy of the weights."""
+
+    def __init__(self, model: nn.Module, clip_norm: float) -> None:
+        self.parameters = [p for p in model.parameters() if p.requires_grad]
+        self.clip_norm = clip_norm
+        self.start_epoch()
+
+    def start_epoch(self) -> None:
+        self.norms: list[float] = []
+
+    def measure_and_clip(self) -> float:
+        limit = self.clip_norm if self.clip_norm > 0 else math.inf
+        norm = float(nn.utils.clip_grad_norm_(self.parameters, limit))
+        if math.isfinite(norm):
+            self.norms.append(norm)
+        return norm
+
+    def before_update(self) -> None:
+        pass
+
+    def after_update(self) -> None:
+        pass
+
+    def epoch_summary(self) -> dict[str, Any]:
+        return norm_summary(self.norms, self.clip_norm)
+
+
 class GradientMonitor:
     """Measures, clips and records the gradient of every training step; ``epoch_summary`` gives
     the epoch's statistics. Per step: one norm per parameter, one host sync (the global norm,
@@ -141,18 +184,12 @@ class GradientMonitor:
     def epoch_summary(self) -> dict[str, Any]:
         """grad_norm_{mean,median,max}, clipped_fraction, steps, grad_norm_groups (mean norm per
         group), update_ratio (mean ||dW||/||W||) and update_ratio_groups."""
-        norms = np.asarray(self.norms, dtype=np.float64)
-        steps = len(norms)
+        steps = len(self.norms)
         updates = max(self._updates, 1)
         group_norms = (self._group_norm_sum / max(steps, 1)).tolist()
         ratios = (self._ratio_sum / updates).tolist()
         return {
-            "grad_norm_mean": float(norms.mean()) if steps else 0.0,
-            "grad_norm_median": float(np.median(norms)) if steps else 0.0,
-            "grad_norm_max": float(norms.max()) if steps else 0.0,
-            "clipped_fraction": float((norms > self.clip_norm).mean())
-            if steps and self.clip_norm > 0 else 0.0,
-            "steps": steps,
+            **norm_summary(self.norms, self.clip_norm),
             "grad_norm_groups": dict(zip(self.groups.names, group_norms, strict=True)),
             "update_ratio": float(self._global_ratio_sum) / updates,
             "update_ratio_groups": dict(zip(self.groups.names, ratios, strict=True)),

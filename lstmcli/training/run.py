@@ -42,7 +42,7 @@ from lstmcli.runs import (
     write_json_atomic,
 )
 from lstmcli.training.callbacks import Callbacks
-from lstmcli.training.monitor import GradientMonitor
+from lstmcli.training.monitor import GradientMonitor, NormMonitor
 from lstmcli.training.trainer import Batch, Diverged, Trainer
 
 
@@ -72,7 +72,7 @@ def train(
     callbacks = callbacks or Callbacks()
     config.validate()
     rank, world_size = process_rank()
-    device = resolve_device(config.train.device)
+    device = resolve_device(config.train.device, config.train.threads)
     rng = seed_everything(config.train.seed)
     run_dir = new_run_dir(config.train.output, config.model.cell, overwrite)
 
@@ -95,7 +95,8 @@ def train(
     optimizer = torch.optim.Adam(
         model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay
     )
-    monitor = GradientMonitor(model, config.train.clip_norm)
+    diagnostics = config.train.diagnostics
+    monitor = (GradientMonitor if diagnostics else NormMonitor)(model, config.train.clip_norm)
     trainer = Trainer(model, optimizer, nn.functional.cross_entropy, monitor, callbacks)
     # Fixed for the whole run, so that the per-epoch curves compare like with like.
     flow_batch = diagnostic_batch(encoded["validation"], splits.validation.labels,
@@ -140,8 +141,9 @@ def train(
             # Training steps only: validation and the flow measurement are not throughput.
             "tokens_per_second": stats.tokens_per_second,
             **gradients,
-            **_flow_columns(measure_flow(model, *flow_batch).to_dict()),
         }
+        if diagnostics:
+            row.update(_flow_columns(measure_flow(model, *flow_batch).to_dict()))
         row["seconds"] = time.perf_counter() - started
         improved = (row["val_accuracy"], -row["val_loss"]) > (best["val_accuracy"],
                                                               -best["val_loss"])
@@ -222,5 +224,6 @@ def _start_info(
         "vocab_size": config.model.vocab_size,
         "parameters": sum(p.numel() for p in model.parameters()),
         "cell": config.model.cell,
+        "diagnostics": config.train.diagnostics,
         "notes": list(splits.notes),
     }

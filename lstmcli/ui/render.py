@@ -62,7 +62,9 @@ class TrainDisplay(Callbacks):
         for note in info["notes"]:
             self.err.print(f"[yellow]note:[/] {escape(note)}")
         self.err.print(f"run directory: {escape(info['run_dir'])}")
-        self.live = Live(Group(self.table, self.gradients, self.progress), console=self.err,
+        self.diagnostics = info.get("diagnostics", True)
+        shown = (self.table, self.gradients) if self.diagnostics else (self.table,)
+        self.live = Live(Group(*shown, self.progress), console=self.err,
                          refresh_per_second=8, transient=True)
         self.live.start()
 
@@ -88,9 +90,10 @@ class TrainDisplay(Callbacks):
             add_epoch_row(table, row)
             add_gradient_row(gradients, row, self.cell)
         self.out.print(table)
-        self.out.print(gradients)
-        if summary["epochs"]:
-            self.out.print(group_table(summary["epochs"][-1]))
+        last = summary["epochs"][-1] if summary["epochs"] else {}
+        if "update_ratio" in last:  # not with --no-diagnostics
+            self.out.print(gradients)
+            self.out.print(group_table(last))
         line = (f"best epoch {summary['best_epoch']}: validation accuracy "
                 f"{summary['best_val_accuracy']:.4f}")
         if summary["test_accuracy"] is not None:
@@ -153,6 +156,8 @@ def gradient_table(cell: str) -> Table:
 
 
 def add_gradient_row(table: Table, row: dict[str, Any], cell: str) -> None:
+    if "update_ratio" not in row:
+        return  # trained with --no-diagnostics
     cells = [str(row["epoch"]), f"{row['grad_norm_median']:.3f}", f"{row['update_ratio']:.1e}",
              _sci(row["flow_first_last_ratio"]),
              "-" if row["flow_decay_per_step"] is None else f"{row['flow_decay_per_step']:.3f}"]
