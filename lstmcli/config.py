@@ -8,7 +8,6 @@ field matches is an error, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +19,10 @@ from lstmcli.nn.cells import DEFAULT_CELL, cell_names, get_cell
 
 POOLING_CHOICES = ("last", "mean", "max")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+ENGINE_CHOICES = ("auto", "numpy", "torch")  # `lstm predict --engine`
+# --engine auto's limit for numpy on the CPU: beyond it torch's import time (seconds) is small
+# beside the work, and torch's fused kernels do each step in one call where numpy makes several.
+NUMPY_MAX_TEXTS = 64
 
 
 @dataclass
@@ -166,6 +169,8 @@ def load_config(path: str | Path | None) -> Config:
     """Defaults, updated from a TOML file when one is given."""
     if path is None:
         return Config()
+    import tomllib  # only `lstm train --config` reads TOML
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} not found; pass an existing TOML file to --config")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -71,6 +72,31 @@ def resolve_device(name: str, threads: int | None = None) -> torch.device:
         torch.set_flush_denormal(True)
         torch.set_num_threads(threads or usable_cpus())
     return device
+
+
+# Device files that a GPU driver torch can use creates on Linux: NVIDIA (native and WSL) and ROCm.
+# Without any of them torch.cuda.is_available() is False, so there is no need to import torch to
+# hear it say so.
+_GPU_DRIVER_FILES = ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/dxg", "/dev/kfd")
+
+
+def resolve_device_name(name: str) -> str:
+    """resolve_device(name) as a string ("cpu", "cuda"), importing torch only when the answer may
+    not be the CPU: `--device cpu`, and `--device auto` on a machine without a GPU driver (or on
+    macOS, where torch has no CUDA), are answered without it."""
+    if name == "cpu":
+        return "cpu"
+    if name == "auto" and not _may_have_cuda():
+        return "cpu"
+    return str(resolve_device(name))
+
+
+def _may_have_cuda() -> bool:
+    if sys.platform == "darwin":
+        return False
+    if sys.platform.startswith("linux"):
+        return any(Path(path).exists() for path in _GPU_DRIVER_FILES)
+    return True  # elsewhere (Windows) only torch can tell
 
 
 def process_rank() -> tuple[int, int]:

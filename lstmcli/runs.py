@@ -5,7 +5,8 @@ label names, vocabulary size, format and package versions, the best epoch), ``to
 and ``metrics.jsonl``. Loading rebuilds the model from ``config.json`` alone; weights are
 safetensors, never pickle. Every file goes through :mod:`lstmcli.atomic`.
 
-Free of torch at import, so that `lstm predict` and `--help` can resolve a run without it.
+Free of torch at import, so that `lstm predict` and `--help` can resolve a run without it; with
+``engine="numpy"``, :func:`load_run` loads a run without importing torch at all.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     import torch
 
     from lstmcli.data.tokenizer import Tokenizer
+    from lstmcli.inference.numpy_model import NumpyClassifier
     from lstmcli.nn.classifier import SentimentClassifier
 
 WEIGHTS_FILE = "model.safetensors"
@@ -130,7 +132,7 @@ def resolve_run(model: str | None) -> Path:
 @dataclass
 class LoadedRun:
     path: Path
-    model: SentimentClassifier
+    model: SentimentClassifier | NumpyClassifier  # as the engine asked of load_run
     config: Config
     tokenizer: Tokenizer
     label_names: list[str]
@@ -193,30 +195,70 @@ def read_run_config(run_dir: Path) -> tuple[Config, list[str], dict[str, Any]]:
     return config, label_names, meta
 
 
-def load_run(model: str | Path | None = None, device: str | torch.device = "cpu") -> LoadedRun:
-    """Rebuild a trained model from its run directory (the latest run when ``model`` is None)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
+def load_run(
+    model: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    engine: str = "torch",
+) -> LoadedRun:
+    """Rebuild a trained model from its run directory (the latest run when ``model`` is None):
+    a torch SentimentClassifier on ``device``, or with ``engine="numpy"`` a NumpyClassifier
+    (CPU, and torch is never imported)."""
     from lstmcli.data.tokenizer import Tokenizer
-    from lstmcli.nn.classifier import SentimentClassifier
 
     run_dir = resolve_run(None if model is None else str(model))
     config, label_names, meta = read_run_config(run_dir)
+    if engine == "numpy":
+        network: SentimentClassifier | NumpyClassifier = _numpy_model(run_dir, config)
+    elif engine == "torch":
+        network = _torch_model(run_dir, config, device)
+    else:
+        raise ConfigError(f"unknown engine {engine!r}; choose numpy or torch")
+    tokenizer = Tokenizer.load(run_dir / TOKENIZER_FILE)
+    return LoadedRun(run_dir, network, config, tokenizer, label_names, meta)
+
+
+def _torch_model(run_dir: Path, config: Config, device: str | torch.device) -> SentimentClassifier:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from lstmcli.device import resolve_device
+    from lstmcli.nn.classifier import SentimentClassifier
+
+    device = resolve_device(str(device))  # on CPU: denormals flushed, threads fitted
     network = SentimentClassifier(config.model)
     try:
         state = load_file(str(run_dir / WEIGHTS_FILE), device="cpu")
     except (SafetensorError, OSError) as error:
-        raise CheckpointError(f"{run_dir / WEIGHTS_FILE} is unreadable ({error}); "
-                              "retrain or restore the run") from None
+        raise _unreadable(run_dir, error) from None
     try:
         network.load_state_dict(state)
     except RuntimeError as error:
         first = str(error).splitlines()[1:2] or [str(error)]
-        raise CheckpointError(
-            f"{run_dir / WEIGHTS_FILE} does not match its config.json ({first[0].strip()}); "
-            "retrain or restore the run"
-        ) from None
-    network.to(device).eval()
-    tokenizer = Tokenizer.load(run_dir / TOKENIZER_FILE)
-    return LoadedRun(run_dir, network, config, tokenizer, label_names, meta)
+        raise _mismatch(run_dir, first[0].strip()) from None
+    return network.to(device).eval()
+
+
+def _numpy_model(run_dir: Path, config: Config) -> NumpyClassifier:
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    from lstmcli.inference.numpy_model import NumpyClassifier
+
+    try:
+        state = load_file(str(run_dir / WEIGHTS_FILE))
+    except (SafetensorError, OSError) as error:
+        raise _unreadable(run_dir, error) from None
+    try:
+        return NumpyClassifier(config.model, state)
+    except ValueError as error:
+        raise _mismatch(run_dir, str(error)) from None
+
+
+def _unreadable(run_dir: Path, error: Exception) -> CheckpointError:
+    return CheckpointError(f"{run_dir / WEIGHTS_FILE} is unreadable ({error}); "
+                           "retrain or restore the run")
+
+
+def _mismatch(run_dir: Path, detail: str) -> CheckpointError:
+    return CheckpointError(f"{run_dir / WEIGHTS_FILE} does not match its config.json ({detail}); "
+                           "retrain or restore the run")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from rich.table import Table
-
 from lstmcli.cli.common import (
     DataDirOpt,
     JsonOpt,
@@ -63,6 +61,8 @@ def datasets(
     if as_json:
         print_json({"datasets": rows})
         return
+    from rich.table import Table  # not at import: every `lstm` command would pay for it
+
     table = Table(title="Datasets", title_justify="left")
     table.add_column("name", no_wrap=True)
     table.add_column("hub id", overflow="fold")

@@ -23,7 +23,7 @@ from lstmcli.cli.common import (
     out,
     print_json,
 )
-from lstmcli.config import DataConfig, apply_overrides
+from lstmcli.config import NUMPY_MAX_TEXTS, DataConfig, apply_overrides
 from lstmcli.errors import DataError
 
 
@@ -98,6 +98,9 @@ def predict(
     file: Annotated[Path | None, typer.Option(
         "--file", "-f", help="Read one text per line from this file.")] = None,
     device: Annotated[str, typer.Option("--device", help="auto|cpu|cuda")] = "cpu",
+    engine: Annotated[str, typer.Option(
+        "--engine", help="auto|numpy|torch. numpy runs on the CPU without loading torch; auto "
+        f"picks it on the CPU for up to {NUMPY_MAX_TEXTS} texts, torch otherwise.")] = "auto",
     as_json: Annotated[bool, typer.Option(
         "--json", help="One JSON object per text (text, label, probabilities).")] = False,
 ) -> None:
@@ -115,10 +118,11 @@ def predict(
     if not texts:
         raise DataError("no text to classify; pass TEXT arguments, '-' for stdin or --file F")
 
-    from lstmcli.device import resolve_device
-    from lstmcli.inference.predictor import Predictor
+    from lstmcli.device import resolve_device_name
+    from lstmcli.inference.predictor import Predictor, choose_engine
 
-    predictor = Predictor.from_run(model, str(resolve_device(device)))
+    device = resolve_device_name(device)
+    predictor = Predictor.from_run(model, device, choose_engine(engine, device, len(texts)))
     results = predictor.predict(texts)
     if as_json:
         for result in results:

@@ -1,4 +1,10 @@
-"""Predictions and evaluation of a trained run: probabilities, labels and classification metrics."""
+"""Predictions and evaluation of a trained run: probabilities, labels and classification metrics.
+
+Two engines compute the same probabilities (within 1e-5): torch, and numpy
+(:mod:`lstmcli.inference.numpy_model`), which never imports torch. Importing torch takes seconds,
+running a few texts through numpy milliseconds, so `lstm predict` on a few texts on the CPU picks
+numpy; bulk work and GPUs go to torch's batched kernels.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,24 @@ from typing import Any
 
 import numpy as np
 
-from lstmcli.errors import DataError
+from lstmcli.config import ENGINE_CHOICES, NUMPY_MAX_TEXTS
+from lstmcli.errors import ConfigError, DataError
+
+
+def choose_engine(engine: str, device: str, texts: int) -> str:
+    """The engine that will run: "numpy" or "torch". ``device`` is a resolved device name
+    ("cpu", "cuda", "cuda:1"); auto picks numpy on the CPU for up to NUMPY_MAX_TEXTS texts."""
+    if engine not in ENGINE_CHOICES:
+        raise ConfigError(
+            f"unknown engine {engine!r}; choose one of: {', '.join(ENGINE_CHOICES)}"
+        )
+    on_cpu = device == "cpu"
+    if engine == "numpy" and not on_cpu:
+        raise ConfigError(f"--engine numpy runs on the CPU only, and the device is {device}; "
+                          "pass --device cpu or use --engine torch")
+    if engine == "auto":
+        return "numpy" if on_cpu and texts <= NUMPY_MAX_TEXTS else "torch"
+    return engine
 
 
 @dataclass
@@ -24,32 +47,38 @@ class Prediction:
 
 
 class Predictor:
-    """A trained run ready to classify texts."""
+    """A trained run ready to classify texts, on the torch or the numpy engine."""
 
-    def __init__(self, run: Any, device: str = "cpu") -> None:
+    def __init__(self, run: Any, device: str = "cpu", engine: str = "torch") -> None:
         self.run = run
         self.device = device
+        self.engine = engine
         self.label_names: list[str] = run.label_names
 
     @classmethod
-    def from_run(cls, model: str | Path | None = None, device: str = "cpu") -> Predictor:
+    def from_run(
+        cls, model: str | Path | None = None, device: str = "cpu", engine: str = "torch"
+    ) -> Predictor:
+        """Load a run for ``engine`` "torch" or "numpy" (see choose_engine for "auto")."""
         from lstmcli.runs import load_run
 
-        return cls(load_run(model, device), device)
+        return cls(load_run(model, device, engine), device, engine)
 
     @property
     def run_dir(self) -> Path:
         return self.run.path
 
     def probabilities(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
-        """Class probabilities (N, C), rows in input order."""
+        """Class probabilities (N, C) float32, rows in input order."""
+        if not texts:
+            return np.zeros((0, len(self.label_names)), dtype=np.float32)
+        ids = self.run.tokenizer.encode(texts, self.run.config.data.max_len)
+        if self.engine == "numpy":
+            return self.run.model.probabilities(ids, batch_size)
         import torch
 
         from lstmcli.nn.classifier import predict_logits
 
-        if not texts:
-            return np.zeros((0, len(self.label_names)), dtype=np.float32)
-        ids = self.run.tokenizer.encode(texts, self.run.config.data.max_len)
         logits = predict_logits(self.run.model, ids, batch_size, self.device)
         return torch.softmax(logits, dim=1).numpy()
 
