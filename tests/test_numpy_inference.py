@@ -3,6 +3,7 @@ loaded from the project's own checkpoints, and `lstm predict` on it never import
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -269,3 +270,35 @@ def test_predict_rejects_an_unknown_engine(trained_run):
                                       "great movie"])
     assert result.exit_code == 2
     assert result.output.startswith("error: unknown engine 'jax'")
+
+
+def test_predictions_stream_chunk_by_chunk_in_order(tmp_path):
+    """The first chunk's results come out before the input is read to its end."""
+    run = save_random_run(tmp_path / "run")
+    predictor = Predictor.from_run(run, "cpu", "numpy")
+    pulled: list[int] = []
+
+    def texts():
+        for index in range(5):
+            pulled.append(index)
+            yield f"superb food {index}"
+        raise RuntimeError("the input broke after five texts")
+
+    stream = predictor.predict_stream(texts(), chunk=2)
+    first = next(stream)
+    assert first.text == "superb food 0" and pulled == [0, 1]
+    assert [p.text for p in itertools.islice(stream, 3)] == [f"superb food {i}" for i in (1, 2, 3)]
+    with pytest.raises(RuntimeError, match="after five texts"):
+        list(stream)
+
+
+def test_predict_file_gives_one_line_per_text_in_order(tmp_path):
+    run = save_random_run(tmp_path / "run")
+    lines = [f"{'superb' if i % 2 else 'dreadful'} plot number {i}" for i in range(150)]
+    path = tmp_path / "texts.txt"
+    path.write_text("\n".join(lines[:70]) + "\n\n" + "\n".join(lines[70:]) + "\n")
+    result = CliRunner().invoke(app, ["predict", "--model", str(run), "--file", str(path),
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.output.splitlines()]
+    assert [row["text"] for row in rows] == lines

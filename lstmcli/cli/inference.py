@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -59,7 +61,8 @@ def eval_command(
     """Accuracy, per-class precision/recall/F1 and the confusion matrix of a trained run."""
     from lstmcli.data.splits import load_eval_split
     from lstmcli.device import resolve_device
-    from lstmcli.inference.predictor import Predictor, evaluate
+    from lstmcli.inference.metrics import evaluate
+    from lstmcli.inference.predictor import Predictor
     from lstmcli.ui.render import eval_tables
 
     if split not in ("train", "validation", "test"):
@@ -80,12 +83,30 @@ def eval_command(
             out.print(renderable)
 
 
-def read_lines(stream: Any, source: str) -> list[str]:
+def read_lines(stream: Iterable[str], source: str) -> Iterator[str]:
+    """The non-blank lines of a text stream, one at a time, without their line ends."""
+    number = 0
     try:
-        lines = [line.rstrip("\r\n") for line in stream]
+        for number, line in enumerate(stream, start=1):  # noqa: B007  (read in except)
+            if line.strip():
+                yield line.rstrip("\r\n")
     except UnicodeDecodeError as error:
-        raise DataError(f"{source} is not valid UTF-8 ({error.reason}); save it as UTF-8") from None
-    return [line for line in lines if line.strip()]
+        raise DataError(f"{source} line {number + 1} is not valid UTF-8 ({error.reason}); save it "
+                        "as UTF-8") from None
+
+
+def input_texts(arguments: list[str], file: Path | None) -> Iterator[str]:
+    """The TEXT arguments ('-' replaced by the lines of stdin, read once), then --file's lines."""
+    stdin_read = False
+    for text in arguments:
+        if text != "-":
+            yield text
+        elif not stdin_read:
+            stdin_read = True
+            yield from read_lines(sys.stdin, "standard input")
+    if file is not None:
+        with open(file, encoding="utf-8") as handle:
+            yield from read_lines(handle, str(file))
 
 
 @app.command()
@@ -105,25 +126,20 @@ def predict(
         "--json", help="One JSON object per text (text, label, probabilities).")] = False,
 ) -> None:
     """Classify texts: a label and its probability per text, one line each."""
-    texts = list(texts or [])
-    if file is not None:
-        if not file.is_file():
-            raise DataError(f"--file {file} does not exist; pass a text file, one text per line")
-        with open(file, encoding="utf-8") as handle:
-            texts += read_lines(handle, str(file))
-    if "-" in texts:
-        stdin = read_lines(sys.stdin, "standard input")
-        at = texts.index("-")
-        texts = texts[:at] + stdin + [t for t in texts[at + 1:] if t != "-"]
-    if not texts:
+    if file is not None and not file.is_file():
+        raise DataError(f"--file {file} does not exist; pass a text file, one text per line")
+    stream = input_texts(list(texts or []), file)
+    # Enough of the input to choose the engine: numpy for a few texts, torch for bulk.
+    head = list(itertools.islice(stream, NUMPY_MAX_TEXTS + 1))
+    if not head:
         raise DataError("no text to classify; pass TEXT arguments, '-' for stdin or --file F")
 
     from lstmcli.device import resolve_device_name
     from lstmcli.inference.predictor import Predictor, choose_engine
 
     device = resolve_device_name(device)
-    predictor = Predictor.from_run(model, device, choose_engine(engine, device, len(texts)))
-    results = predictor.predict(texts)
+    predictor = Predictor.from_run(model, device, choose_engine(engine, device, len(head)))
+    results = predictor.predict_stream(itertools.chain(head, stream))
     if as_json:
         for result in results:
             print_json(result.to_dict())
@@ -132,7 +148,7 @@ def predict(
     for result in results:
         colour = colours.get(predictor.label_names.index(result.label), "cyan")
         line = f"[{colour}]{escape(result.label)}[/] {result.probability:.2f}"
-        if len(results) > 1:
+        if len(head) > 1:
             line += f"  {escape(result.text)}"
         out.print(line)
 

@@ -1,4 +1,4 @@
-"""Predictions and evaluation of a trained run: probabilities, labels and classification metrics.
+"""Predictions of a trained run: probabilities and labels, for a list or a stream of texts.
 
 Two engines compute the same probabilities (within 1e-5): torch, and numpy
 (:mod:`lstmcli.inference.numpy_model`), which never imports torch. Importing torch takes seconds,
@@ -8,6 +8,8 @@ numpy; bulk work and GPUs go to torch's batched kernels.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,10 @@ import numpy as np
 
 from lstmcli.config import ENGINE_CHOICES, NUMPY_MAX_TEXTS
 from lstmcli.errors import ConfigError, DataError
+
+# Texts per chunk of a stream: enough for length-sorted batches to waste little on padding, few
+# enough that a chunk's results reach the reader quickly and memory stays flat.
+STREAM_CHUNK = 2048
 
 
 def choose_engine(engine: str, device: str, texts: int) -> str:
@@ -83,73 +89,24 @@ class Predictor:
         return torch.softmax(logits, dim=1).numpy()
 
     def predict(self, texts: list[str]) -> list[Prediction]:
-        for number, text in enumerate(texts, start=1):
-            if not text.strip():
-                raise DataError(f"text {number} is empty; give each text some words")
-        probabilities = self.probabilities(texts)
-        results = []
-        for text, row in zip(texts, probabilities, strict=True):
-            best = int(row.argmax())
-            results.append(Prediction(
-                text, self.label_names[best], float(row[best]),
-                {name: float(p) for name, p in zip(self.label_names, row, strict=True)},
-            ))
-        return results
+        """One Prediction per text, in order."""
+        return list(self.predict_stream(texts, chunk=max(len(texts), 1)))
 
-
-@dataclass
-class EvalReport:
-    examples: int
-    accuracy: float
-    label_names: list[str]
-    precision: list[float]
-    recall: list[float]
-    f1: list[float]
-    support: list[int]
-    confusion: list[list[int]]  # rows: true label, columns: predicted label
-
-    def to_dict(self) -> dict[str, Any]:
-        per_class = {
-            name: {"precision": p, "recall": r, "f1": f, "support": s}
-            for name, p, r, f, s in zip(self.label_names, self.precision, self.recall, self.f1,
-                                        self.support, strict=True)
-        }
-        macro_f1 = float(np.mean(self.f1)) if self.f1 else 0.0
-        return {"examples": self.examples, "accuracy": self.accuracy, "macro_f1": macro_f1,
-                "label_names": self.label_names, "per_class": per_class,
-                "confusion_matrix": self.confusion}
-
-
-def classification_report(
-    true: np.ndarray, predicted: np.ndarray, label_names: list[str]
-) -> EvalReport:
-    """Accuracy, per-class precision/recall/F1 (0 where undefined) and the confusion matrix."""
-    classes = len(label_names)
-    confusion = np.zeros((classes, classes), dtype=np.int64)
-    np.add.at(confusion, (true, predicted), 1)
-    hits = np.diag(confusion).astype(float)
-    predicted_counts = confusion.sum(axis=0)
-    support = confusion.sum(axis=1)
-    precision = np.divide(hits, predicted_counts, out=np.zeros(classes),
-                          where=predicted_counts > 0)
-    recall = np.divide(hits, support, out=np.zeros(classes), where=support > 0)
-    both = precision + recall
-    f1 = np.divide(2 * precision * recall, both, out=np.zeros(classes), where=both > 0)
-    total = int(confusion.sum())
-    return EvalReport(
-        examples=total,
-        accuracy=float(hits.sum() / total) if total else 0.0,
-        label_names=list(label_names),
-        precision=precision.tolist(),
-        recall=recall.tolist(),
-        f1=f1.tolist(),
-        support=support.tolist(),
-        confusion=confusion.tolist(),
-    )
-
-
-def evaluate(predictor: Predictor, texts: list[str], labels: np.ndarray) -> EvalReport:
-    if len(texts) == 0:
-        raise DataError("the evaluation split has no examples; choose another --split or dataset")
-    predicted = predictor.probabilities(texts).argmax(axis=1)
-    return classification_report(np.asarray(labels), predicted, predictor.label_names)
+    def predict_stream(
+        self, texts: Iterable[str], chunk: int = STREAM_CHUNK
+    ) -> Iterator[Prediction]:
+        """Predictions in input order, ``chunk`` texts at a time: each chunk's results come out
+        as soon as they are computed, and memory holds one chunk, whatever the input's length."""
+        iterator = iter(texts)
+        number = 0
+        while batch := list(itertools.islice(iterator, chunk)):
+            for text in batch:
+                number += 1
+                if not text.strip():
+                    raise DataError(f"text {number} is empty; give each text some words")
+            for text, row in zip(batch, self.probabilities(batch), strict=True):
+                best = int(row.argmax())
+                yield Prediction(
+                    text, self.label_names[best], float(row[best]),
+                    {name: float(p) for name, p in zip(self.label_names, row, strict=True)},
+                )
