@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,8 +42,9 @@ class Predictor:
     def run_dir(self) -> Path:
         return self.run.path
 
-    def probabilities(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
-        """Class probabilities (N, C), rows in input order."""
+    def probabilities(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        """Class probabilities (N, C), rows in input order; texts: a list or a split's TextColumn
+        (the tokenizer reads either a batch at a time)."""
         import torch
 
         from lstmcli.nn.classifier import predict_logits
@@ -119,7 +121,7 @@ def classification_report(
     )
 
 
-def evaluate(predictor: Predictor, texts: list[str], labels: np.ndarray) -> EvalReport:
+def evaluate(predictor: Predictor, texts: Sequence[str], labels: np.ndarray) -> EvalReport:
     if len(texts) == 0:
         raise DataError("the evaluation split has no examples; choose another --split or dataset")
     predicted = predictor.probabilities(texts).argmax(axis=1)
