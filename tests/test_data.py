@@ -89,7 +89,7 @@ def test_every_format_loads_the_same_rows(tmp_path: Path, suffix: str) -> None:
     assert splits.name == "reviews"
     assert splits.label_names == ["negative", "positive"]
     assert (len(splits.train), len(splits.validation), splits.test) == (30, 10, None)
-    everything = splits.train.texts + splits.validation.texts
+    everything = list(splits.train.texts) + list(splits.validation.texts)
     labels = np.concatenate([splits.train.labels, splits.validation.labels])
     assert sorted(everything) == sorted(r["text"] for r in records)
     by_text = dict(zip(everything, labels, strict=True))
@@ -153,7 +153,7 @@ def test_label_names(tmp_path: Path, labels: tuple, names: list[str]) -> None:
     path = write(tmp_path / "data.jsonl", rows(40, labels))
     splits = load_splits(cfg(path))
     assert splits.label_names == names
-    texts = splits.train.texts + splits.validation.texts
+    texts = list(splits.train.texts) + list(splits.validation.texts)
     ids = np.concatenate([splits.train.labels, splits.validation.labels])
     for text, label in zip(texts, ids, strict=True):
         original = labels[int(text.split()[-1])]
@@ -176,7 +176,7 @@ def test_star_ratings_with_a_threshold(tmp_path: Path) -> None:
     splits = load_splits(cfg(path, positive_threshold=4, val_fraction=0.2))
     assert splits.label_names == ["negative", "positive"]
     labels = {t: splits.label_names[i] for t, i in zip(
-        splits.train.texts + splits.validation.texts,
+        list(splits.train.texts) + list(splits.validation.texts),
         np.concatenate([splits.train.labels, splits.validation.labels]), strict=True)}
     assert [labels[f"text {i}"] for i in range(8)] == [
         "negative", "negative", "negative", "positive", "positive", "positive", "negative",

@@ -46,8 +46,8 @@ def datasets(
     as_json: JsonOpt = False,
 ) -> None:
     """List the registered datasets, their hub ids, columns, labels and splits."""
-    from lstmcli.data.registry import local_copy_dir
-    from lstmcli.data.splits import dataset_registry
+    # Not via data.splits, which imports pyarrow: listing needs none of it.
+    from lstmcli.data.registry import dataset_registry, local_copy_dir
 
     rows = []
     for info in dataset_registry().values():

@@ -1,47 +1,58 @@
-"""Reading local data files (CSV, TSV, JSON lines, JSON, parquet) and turning raw labels into names.
+"""Reading one local data file (CSV, TSV, JSON lines, JSON, parquet) as a text and a label column.
 
-Every problem a user can cause raises :class:`DataError` with a one-line message that names the
-file and the fix. Labels leave this module as canonical strings ("0", "pos", "negative"), so that
-the integers of a parquet file and the same integers in a CSV file compare equal.
+pyarrow's own readers parse the files (the text formats in :mod:`lstmcli.data.textfiles`), and
+only the text and label columns are kept, so a corpus of millions of rows never becomes Python
+objects. Every problem a user can cause raises :class:`DataError` with a one-line message that
+names the file, the line where there is one, and the fix. Labels leave this module as canonical
+keys (:mod:`lstmcli.data.labels`). pyarrow is imported where it is used: listing datasets stays
+quick.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from lstmcli.data.labels import (  # noqa: F401  (re-exported: their home used to be here)
+    NEGATIVE_NAMES,
+    POSITIVE_NAMES,
+    infer_label_names,
+    label_key,
+    label_keys,
+    polarity,
+    threshold_labels,
+)
+from lstmcli.data.textfiles import (
+    Pick,
+    check_text,
+    is_json_document,
+    one_line,
+    read_delimited,
+    read_json_document,
+    read_json_lines,
+)
 from lstmcli.errors import DataError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from lstmcli.data.columns import Column
 
 SUPPORTED_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 # Auto-detected column names, in order of preference (compared case-insensitively).
 TEXT_COLUMN_NAMES = ("text", "sentence", "review", "content")
 LABEL_COLUMN_NAMES = ("label", "sentiment", "rating", "stars")
-# A two-class label set made of one word from each side is ordered [negative, positive].
-NEGATIVE_NAMES = frozenset({"negative", "neg", "bad", "-", "0"})
-POSITIVE_NAMES = frozenset({"positive", "pos", "good", "+", "1"})
-
-_INTEGER = re.compile(r"[+-]?\d+")
-_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_PARQUET_BATCH = 8192  # rows decoded at once; each batch becomes one chunk of the column
 
 
 @dataclass
 class RawSplit:
-    """One split as read: texts and canonical label keys, None where a value is missing."""
+    """One split as read: texts (Arrow strings) and canonical label keys, null where missing."""
 
-    texts: list[Any]
-    labels: list[str | None]
+    texts: pa.ChunkedArray
+    labels: pa.ChunkedArray
     source: str  # for messages: a file path or "imdb train (hub)"
-
-
-def one_line(error: object) -> str:
-    """A library's error message squeezed onto one line, for DataError messages."""
-    return " ".join(str(error).split())
 
 
 def read_file(
@@ -64,34 +75,37 @@ def read_file(
     if path.stat().st_size == 0:
         raise DataError(f"data file {path} is empty; it needs a text and a label for each example")
     source = str(path)
+
+    def pick(names: list[str]) -> tuple[str, str]:
+        return pick_columns(names, text_column, label_column, source)
+
     if suffix == ".parquet":
-        text_name, label_name = pick_columns(
-            _parquet_column_names(path), text_column, label_column, source
-        )
-        columns = _read_parquet(path, [text_name, label_name])
+        texts, labels = _read_parquet(path, pick)
     else:
-        content = _decode(path)
+        check = check_text(path, json_lines=suffix in (".json", ".jsonl"))
         if suffix in (".csv", ".tsv"):
-            columns = _read_delimited(path, content, "\t" if suffix == ".tsv" else ",")
-        elif suffix == ".json" and content.lstrip()[:1] in ("[", "{"):
-            columns = _read_json_document(path, content)
+            texts, labels = read_delimited(path, pick)
+        elif suffix == ".json" and is_json_document(path, check.first):
+            texts, labels = read_json_document(path, pick)
         else:
-            columns = _records_to_columns(_read_json_lines(path, content))
-        text_name, label_name = pick_columns(list(columns), text_column, label_column, source)
-    if not columns[text_name]:
+            texts, labels = read_json_lines(path, pick, check)
+    if len(texts) == 0:
         raise DataError(f"data file {path} has no rows; it needs at least one example")
-    return make_raw_split(columns[text_name], columns[label_name], source, positive_threshold)
+    return make_raw_split(texts, labels, source, positive_threshold)
 
 
 def make_raw_split(
-    texts: list[Any], labels: list[Any], source: str, positive_threshold: float | None = None
+    texts: Column | list[Any], labels: Column | list[Any], source: str,
+    positive_threshold: float | None = None,
 ) -> RawSplit:
-    """A RawSplit from raw column values, labels made canonical (or thresholded)."""
+    """A RawSplit from raw columns: texts as strings, labels made canonical (or thresholded)."""
+    from lstmcli.data.columns import as_text
+
     if positive_threshold is None:
         keys = label_keys(labels, source)
     else:
         keys = threshold_labels(labels, positive_threshold, source)
-    return RawSplit(texts=texts, labels=keys, source=source)
+    return RawSplit(texts=as_text(texts), labels=keys, source=source)
 
 
 def pick_columns(
@@ -132,210 +146,23 @@ def pick_column(
 
 
 # ---------------------------------------------------------------------------------------------
-# Labels
+# Parquet
 
 
-def label_key(value: Any) -> str | None:
-    """Canonical string for one raw label: integers (1, 1.0, "1") all become "1"; None if missing.
+def _read_parquet(path: Path, pick: Pick) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
+    """The two columns only, the others never read from disk.
 
-    Raises ValueError for a non-integer number, which only makes sense as a rating.
-    """
-    if value is None:
-        return None
-    if isinstance(value, bool):  # before the integers: bool is a subclass of int
-        return str(value).lower()
-    if isinstance(value, str):
-        value = value.strip()
-        if not value:
-            return None
-        if _INTEGER.fullmatch(value):
-            return str(int(value))
-        if not _NUMBER.fullmatch(value):
-            return value
-        value = float(value)
-    if hasattr(value, "is_integer"):  # float or numpy floating
-        if math.isnan(value):
-            return None
-        if not value.is_integer():
-            raise ValueError(value)
-    try:
-        return str(int(value))
-    except (TypeError, ValueError):
-        return str(value)
-
-
-def label_keys(values: list[Any], source: str) -> list[str | None]:
-    """label_key for a whole column, with a DataError that suggests --positive-threshold."""
-    try:
-        return [label_key(v) for v in values]
-    except ValueError as error:
-        raise DataError(
-            f"{source}: label {error} is not a whole number; for star ratings pass "
-            "--positive-threshold T (ratings >= T are positive)"
-        ) from None
-
-
-def threshold_labels(values: list[Any], threshold: float, source: str) -> list[str | None]:
-    """Ratings to "negative"/"positive": a rating >= threshold is positive."""
-    keys: list[str | None] = []
-    for row, value in enumerate(values, start=1):
-        if value is None or (isinstance(value, str) and not value.strip()):
-            keys.append(None)
-            continue
-        try:
-            rating = float(value)
-        except (TypeError, ValueError):
-            raise DataError(
-                f"{source}: label {value!r} (row {row}) is not a number; --positive-threshold "
-                "needs numeric ratings, or drop it to use the labels as class names"
-            ) from None
-        if math.isnan(rating):
-            keys.append(None)
-        else:
-            keys.append("positive" if rating >= threshold else "negative")
-    return keys
-
-
-def polarity(name: str) -> str | None:
-    """The side ("negative" or "positive") of a recognised sentiment label name, else None."""
-    lowered = name.lower()
-    if lowered in NEGATIVE_NAMES:
-        return "negative"
-    if lowered in POSITIVE_NAMES:
-        return "positive"
-    return None
-
-
-def infer_label_names(keys: set[str]) -> list[str]:
-    """Class names in id order: integers numerically, a negative/positive pair in that order,
-    any other set of names sorted (case-insensitively)."""
-    if all(_INTEGER.fullmatch(k) for k in keys):
-        return sorted(keys, key=int)
-    names = sorted(keys, key=lambda k: (k.lower(), k))
-    if len(names) == 2 and [polarity(n) for n in names] == ["positive", "negative"]:
-        names.reverse()
-    return names
-
-
-# ---------------------------------------------------------------------------------------------
-# Formats
-
-
-def _decode(path: Path) -> str:
-    data = path.read_bytes()
-    try:
-        content = data.decode("utf-8-sig")  # -sig: drop the byte-order mark that Excel writes
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        raise DataError(
-            f"data file {path} is not valid UTF-8 (line {line}, byte {error.start}); "
-            "re-save it with UTF-8 encoding"
-        ) from None
-    if not content.strip():
-        raise DataError(f"data file {path} is empty; it needs a text and a label for each example")
-    return content
-
-
-def _read_delimited(path: Path, content: str, delimiter: str) -> dict[str, list[Any]]:
-    """CSV/TSV with a header row; quoting as Python's csv module and pandas write it."""
-    csv.field_size_limit(2**31 - 1)  # the default (128 KiB) is shorter than some reviews
-    reader = csv.reader(io.StringIO(content, newline=""), delimiter=delimiter)
-    rows: list[list[str]] = []
-    try:
-        header = next(row for row in reader if row)  # content is not blank: a header exists
-        for row in reader:
-            if not row:
-                continue  # a blank line
-            if len(row) != len(header):
-                raise DataError(
-                    f"data file {path} line {reader.line_num} has {len(row)} fields but the "
-                    f"header has {len(header)}; quote fields that contain {_delimiter_name(path)}"
-                )
-            rows.append(row)
-    except csv.Error as error:
-        raise DataError(
-            f"data file {path} is not valid {_kind(path)} near line {reader.line_num}: "
-            f"{one_line(error)}"
-        ) from None
-    # An empty field is a missing value; any other field stays text ("NA" is a fine review).
-    return {
-        name.strip(): [row[i] if row[i] != "" else None for row in rows]
-        for i, name in enumerate(header)
-    }
-
-
-def _delimiter_name(path: Path) -> str:
-    return "tabs" if path.suffix.lower() == ".tsv" else "commas"
-
-
-def _read_json_lines(path: Path, content: str) -> list[dict[str, Any]]:
-    records = []
-    for number, line in enumerate(content.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataError(
-                f"data file {path} line {number} is not valid JSON ({error.msg}); "
-                "each line must be one JSON object"
-            ) from None
-        if not isinstance(record, dict):
-            raise DataError(
-                f"data file {path} line {number} is not a JSON object; "
-                'each line must look like {"text": ..., "label": ...}'
-            )
-        records.append(record)
-    return records
-
-
-def _read_json_document(path: Path, content: str) -> dict[str, list[Any]]:
-    """A .json file: an array of records, an object of columns, or (failing those) JSON lines."""
-    try:
-        document = json.loads(content)
-    except json.JSONDecodeError:
-        return _records_to_columns(_read_json_lines(path, content))
-    if isinstance(document, list) and all(isinstance(r, dict) for r in document):
-        return _records_to_columns(document)
-    if isinstance(document, dict):
-        if document and all(isinstance(v, list) for v in document.values()):
-            if len({len(v) for v in document.values()}) > 1:
-                raise DataError(f"data file {path}: the column lists have different lengths")
-            return {str(k): v for k, v in document.items()}
-        return _records_to_columns([document])  # a one-line JSON lines file
-    raise DataError(
-        f"data file {path} must hold an array of objects, an object of column lists, "
-        "or one JSON object per line"
-    )
-
-
-def _records_to_columns(records: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    names: dict[str, None] = {}  # ordered set: columns in order of first appearance
-    for record in records:
-        names.update(dict.fromkeys(record))
-    return {name: [r.get(name) for r in records] for name in names}
-
-
-def _parquet_column_names(path: Path) -> list[str]:
+    Read in batches: decoding a whole row group at once (read_table) holds about twice the
+    memory at its peak, and read_table's import of pyarrow.dataset alone takes half a second."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        return list(pq.read_schema(path).names)
+        with pq.ParquetFile(path) as parquet:
+            text_name, label_name = pick(list(parquet.schema_arrow.names))
+            columns = [text_name, label_name]
+            batches = list(parquet.iter_batches(batch_size=_PARQUET_BATCH, columns=columns))
+            table = pa.Table.from_batches(batches) if batches else parquet.read(columns=columns)
     except (pa.ArrowException, OSError) as error:
         raise DataError(f"data file {path} is not valid parquet: {one_line(error)}") from None
-
-
-def _read_parquet(path: Path, names: list[str]) -> dict[str, list[Any]]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(path, columns=names)
-    except (pa.ArrowException, OSError) as error:
-        raise DataError(f"data file {path} is not valid parquet: {one_line(error)}") from None
-    return {name: table.column(name).to_pylist() for name in names}
-
-
-def _kind(path: Path) -> str:
-    return "TSV" if path.suffix.lower() == ".tsv" else "CSV"
+    return table.column(text_name), table.column(label_name)

@@ -17,7 +17,8 @@ from pathlib import Path
 from types import ModuleType
 from urllib.parse import urlparse
 
-from lstmcli.data.files import RawSplit, label_keys, one_line, pick_columns, read_file
+from lstmcli.data.files import RawSplit, make_raw_split, one_line, pick_columns, read_file
+from lstmcli.data.labels import ids_to_names
 from lstmcli.errors import DataError
 
 SPLITS = ("train", "validation", "test")
@@ -161,7 +162,7 @@ def _folder_source(info: DatasetInfo, folder: Path, suffix: str, kind: str) -> S
 
     def read(split: str) -> RawSplit:
         raw = read_file(folder / f"{split}{suffix}", info.text_column, info.label_column)
-        raw.labels = _ids_to_names(raw.labels, info.label_names)
+        raw.labels = ids_to_names(raw.labels, info.label_names)
         return raw
 
     note = f"{info.name}: {kind} {folder}"
@@ -189,9 +190,11 @@ def _read_hub(info: DatasetInfo, split: str, root: Path | None) -> RawSplit:
         ) from None
     source = f"{info.name} {split} ({info.hub_id})"
     text, label = pick_columns(dataset.column_names, info.text_column, info.label_column, source)
+    # The dataset's own Arrow table (memory-mapped from the cache), never Python lists.
     table = dataset.select_columns([text, label]).with_format("arrow")[:]
-    keys = label_keys(table.column(label).to_pylist(), source)
-    return RawSplit(table.column(text).to_pylist(), _ids_to_names(keys, info.label_names), source)
+    raw = make_raw_split(table.column(text), table.column(label), source)
+    raw.labels = ids_to_names(raw.labels, info.label_names)
+    return raw
 
 
 def _import_datasets() -> ModuleType:
@@ -215,9 +218,3 @@ def _hub_resolves() -> bool:
     except OSError:
         return False
     return True
-
-
-def _ids_to_names(keys: list[str | None], names: tuple[str, ...]) -> list[str | None]:
-    """Integer labels become the registry's names; anything else is left for the caller to map."""
-    lookup = {str(i): name for i, name in enumerate(names)}
-    return [lookup.get(k, k) if k is not None else None for k in keys]

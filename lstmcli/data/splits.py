@@ -15,15 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from lstmcli.config import DataConfig
-from lstmcli.data.files import (
-    SUPPORTED_SUFFIXES,
-    RawSplit,
-    infer_label_names,
-    polarity,
-    read_file,
-)
+from lstmcli.data.columns import TextColumn
+from lstmcli.data.files import SUPPORTED_SUFFIXES, RawSplit, read_file
+from lstmcli.data.labels import distinct_keys, infer_label_names, polarity
 from lstmcli.data.registry import (
     SPLITS,
     DatasetInfo,
@@ -39,6 +37,7 @@ __all__ = [
     "SPLITS",
     "DatasetInfo",
     "DatasetSplits",
+    "TextColumn",
     "TextSplit",
     "dataset_registry",
     "load_eval_split",
@@ -52,17 +51,25 @@ _STREAMS = {"carve": 0, "train": 1, "validation": 2, "test": 3}
 
 @dataclass(frozen=True)
 class TextSplit:
-    """Texts and their class ids (int64 indices into DatasetSplits.label_names)."""
+    """Texts and their class ids (int64 indices into DatasetSplits.label_names).
 
-    texts: list[str]
+    The texts stay in Arrow (a TextColumn; a list of strings given here becomes one), so a
+    corpus of millions of reviews is never a list of millions of Python strings.
+    """
+
+    texts: TextColumn
     labels: np.ndarray
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.texts, TextColumn):
+            object.__setattr__(self, "texts", TextColumn.from_texts(self.texts))
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def subset(self, indices: np.ndarray) -> TextSplit:
         """The rows at `indices`, in that order."""
-        return TextSplit([self.texts[i] for i in indices], self.labels[indices])
+        return TextSplit(self.texts.take(indices), self.labels[indices])
 
 
 @dataclass
@@ -87,7 +94,7 @@ def load_splits(cfg: DataConfig, seed: int = 0) -> DatasetSplits:
     source = open_source(cfg)
     notes = list(source.notes)
     texts, keys = _clean(source.read("train"), "train", notes)
-    label_names = source.label_names or infer_label_names(set(keys))
+    label_names = source.label_names or infer_label_names(set(distinct_keys(keys)))
     if len(label_names) > 2 and all(name.lstrip("-").isdigit() for name in label_names):
         notes.append(
             f"labels: {len(label_names)} classes ({', '.join(label_names[:10])}); for star "
@@ -207,35 +214,34 @@ def _read_user_file(cfg: DataConfig, path: Path) -> RawSplit:
 # Rows and labels
 
 
-def _clean(raw: RawSplit, split: str, notes: list[str]) -> tuple[list[str], list[str]]:
+def _clean(raw: RawSplit, split: str, notes: list[str]) -> tuple[TextColumn, pa.ChunkedArray]:
     """Texts and label keys with the unusable rows (no text, no label) dropped and counted."""
-    texts: list[str] = []
-    keys: list[str] = []
-    no_text = no_label = 0
-    for text, key in zip(raw.texts, raw.labels, strict=True):
-        if text is not None and not isinstance(text, str):
-            text = str(text)  # a number where text was expected still reads as text
-        if text is None or not text.strip():
-            no_text += 1
-        elif key is None:
-            no_label += 1
-        else:
-            texts.append(text)
-            keys.append(key)
-    if no_text:
-        notes.append(f"skipped {no_text:,} rows with an empty or missing text in {split}")
-    if no_label:
-        notes.append(f"skipped {no_label:,} rows with a missing label in {split}")
-    if not texts:
+    texts, keys = raw.texts, raw.labels
+    # Whitespace as Python's str.strip() sees it; utf8_is_space is false for "", hence the length.
+    blank = pc.or_(pc.equal(pc.utf8_length(texts), 0), pc.utf8_is_space(texts))
+    no_text = pc.fill_null(blank, True)  # a missing text
+    unusable = pc.or_(no_text, pc.is_null(keys))
+    no_text_count = pc.sum(no_text).as_py() or 0
+    dropped = pc.sum(unusable).as_py() or 0
+    no_label_count = dropped - no_text_count
+    if no_text_count:
+        notes.append(f"skipped {no_text_count:,} rows with an empty or missing text in {split}")
+    if no_label_count:
+        notes.append(f"skipped {no_label_count:,} rows with a missing label in {split}")
+    if dropped == len(texts):
         raise DataError(
-            f"{raw.source} has no usable rows ({no_text:,} without text, {no_label:,} without "
-            "label); check --text-column and --label-column"
+            f"{raw.source} has no usable rows ({no_text_count:,} without text, "
+            f"{no_label_count:,} without label); check --text-column and --label-column"
         )
-    return texts, keys
+    if not dropped:
+        return TextColumn(texts), keys
+    # The texts are not copied: the column reads the kept rows through their numbers.
+    kept = np.flatnonzero(~unusable.to_numpy(zero_copy_only=False))
+    return TextColumn(texts, kept), keys.take(kept)
 
 
 def _map_labels(
-    keys: list[str],
+    keys: pa.ChunkedArray,
     label_names: list[str],
     split: str,
     source: Source,
@@ -244,7 +250,8 @@ def _map_labels(
 ) -> np.ndarray:
     """Class ids for label keys; a negative/positive pair also accepts neg/pos, 0/1 and so on."""
     index = {name: i for i, name in enumerate(label_names)}
-    unknown = sorted(set(keys) - set(index))
+    distinct = distinct_keys(keys)
+    unknown = sorted(set(distinct) - set(index))
     # A model that knows negative/positive also reads 0/1, neg/pos... (imdb model, 0/1 file).
     polar = [polarity(n) for n in label_names] == ["negative", "positive"]
     aliased = {k: 0 if polarity(k) == "negative" else 1
@@ -261,7 +268,10 @@ def _map_labels(
         index.update(aliased)
         pairs = ", ".join(f"{k} -> {label_names[i]}" for k, i in aliased.items())
         notes.append(f"{split}: labels read as {pairs}")
-    return np.fromiter((index[k] for k in keys), dtype=np.int64, count=len(keys))
+    # Each distinct key is looked up once; the rows index into those ids.
+    ids = np.array([index[k] for k in distinct], dtype=np.int64)
+    positions = pc.index_in(keys, value_set=pa.array(distinct, type=keys.type))
+    return ids[positions.to_numpy()]
 
 
 def _load(

@@ -19,8 +19,9 @@ import os
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tokenizers import Regex, normalizers, pre_tokenizers
@@ -200,7 +201,8 @@ def encode_cached(
 ) -> list[np.ndarray]:
     """tokenizer.encode(texts, max_len), reused between runs from an .npy file in the cache.
 
-    The entry is keyed by the tokenizer's JSON, max_len and the texts; cache_dir defaults to
+    The entry is keyed by the tokenizer's JSON, max_len and the texts (a list, or a TextColumn
+    whose bytes are hashed straight from Arrow: the same key either way); cache_dir defaults to
     $LSTM_CACHE_DIR, else ~/.cache/lstmcli (entries go in its `tokens/` folder). A corrupt or
     unwritable cache is passed over silently: the cache only ever saves time.
     """
@@ -238,8 +240,7 @@ def _token_counts(texts: Iterable[str]) -> Counter[str]:
 
     pre_tokenize = pre_tokenizers.Whitespace().pre_tokenize_str
     counts: Counter[str] = Counter()
-    texts = iter(texts)
-    while batch := list(itertools.islice(texts, _BATCH)):
+    for batch in _batches(texts):
         normalized = pa.array([normalize(text) for text in batch], type=pa.large_string())
         chunks = pc.split_pattern(normalized, " ").flatten().value_counts()
         for chunk, count in zip(
@@ -252,6 +253,16 @@ def _token_counts(texts: Iterable[str]) -> Counter[str]:
             for token in tokens:
                 counts[token] += count
     return counts
+
+
+def _batches(texts: Iterable[str]) -> Iterator[Sequence[str]]:
+    """The texts _BATCH at a time: a TextColumn (lstmcli.data.columns) converts only the batch."""
+    if hasattr(texts, "batches"):  # duck-typed: importing the column would import pyarrow
+        yield from texts.batches(_BATCH)
+        return
+    iterator = iter(texts)
+    while batch := list(itertools.islice(iterator, _BATCH)):
+        yield batch
 
 
 def _backend(model: WordLevel) -> Backend:
@@ -275,12 +286,33 @@ def _cache_key(tokenizer: Tokenizer, texts: Sequence[str], max_len: int) -> str:
     digest = hashlib.blake2b(_CACHE_VERSION, digest_size=20)
     digest.update(tokenizer.to_json().encode("utf-8"))
     digest.update(np.array([max_len, len(texts)], dtype=np.int64).tobytes())
+    if hasattr(texts, "arrow_batches"):  # a TextColumn: hash Arrow's bytes, no Python strings
+        for batch in texts.arrow_batches(_BATCH):
+            lengths, data = _arrow_parts(batch)
+            digest.update(lengths.tobytes())
+            digest.update(data)
+        return digest.hexdigest()
     for start in range(0, len(texts), _BATCH):
         batch = texts[start : start + _BATCH]
         # The lengths make the concatenation unambiguous ("ab","c" differs from "a","bc").
         digest.update(np.fromiter(map(len, batch), dtype=np.int64, count=len(batch)).tobytes())
         digest.update("".join(batch).encode("utf-8", "surrogatepass"))
     return digest.hexdigest()
+
+
+def _arrow_parts(batch: Any) -> tuple[np.ndarray, memoryview]:
+    """What _cache_key hashes for a batch of texts, read from an Arrow string array: the length
+    of each text in characters (int64) and all the texts' UTF-8 bytes, as for a list."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    lengths = pc.utf8_length(batch).to_numpy(zero_copy_only=False).astype(np.int64)
+    _, offsets_buffer, data_buffer = batch.buffers()
+    width = np.int64 if pa.types.is_large_string(batch.type) else np.int32
+    start = batch.offset  # a slice shares its parent's buffers
+    offsets = np.frombuffer(offsets_buffer, dtype=width)[start : start + len(batch) + 1]
+    data = memoryview(data_buffer if data_buffer is not None else b"")
+    return lengths, data[int(offsets[0]) : int(offsets[-1])]
 
 
 def _read_cache(path: Path, count: int, max_len: int, vocab_size: int) -> list[np.ndarray] | None:

@@ -9,7 +9,7 @@ numpy; bulk work and GPUs go to torch's batched kernels.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,8 +74,9 @@ class Predictor:
     def run_dir(self) -> Path:
         return self.run.path
 
-    def probabilities(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
-        """Class probabilities (N, C) float32, rows in input order."""
+    def probabilities(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        """Class probabilities (N, C) float32, rows in input order; texts: a list or a split's
+        TextColumn (the tokenizer reads either a batch at a time)."""
         if not texts:
             return np.zeros((0, len(self.label_names)), dtype=np.float32)
         ids = self.run.tokenizer.encode(texts, self.run.config.data.max_len)
