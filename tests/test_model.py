@@ -32,7 +32,7 @@ def test_a_text_scores_the_same_alone_or_in_a_padded_batch(cell, bidirectional, 
     assert (batched - alone).abs().max() < 1e-6
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", CELL_NAMES)
 def test_fused_and_stepwise_paths_agree(cell):
     model = build(cell, bidirectional=True, pooling="mean", layers=2)
     ids, lengths = pad_batch(SEQUENCES)

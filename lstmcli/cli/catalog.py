@@ -29,6 +29,7 @@ def cells(as_json: JsonOpt = False) -> None:
             "gates": list(cell.gate_names),
             "memory_gate": cell.memory_gate,
             "fused_kernel": cell.kernel is not None,
+            "fast_path": cell.fast_path(),
             "weight_blocks": cell.num_chunks(),
             "equations": cell.equations(),
         })

@@ -8,8 +8,9 @@ the plots and the training code all ask this registry. A new cell is one new cla
 anywhere, with :func:`register_cell`).
 
 ``step`` is written against a small namespace of array operations (``ops``: ``sigmoid``, ``tanh``,
-``linear``, ``split``) rather than against torch, so the same equations can run on other array
-libraries; this module imports neither torch nor numpy.
+``linear``, ``split``; ``split_rows`` and ``concat_rows`` for ``kernel_rows``) rather than against
+torch, so the same equations can run on other array libraries; this module imports neither torch
+nor numpy.
 
 One signature for every cell::
 
@@ -19,10 +20,15 @@ One signature for every cell::
 ``state`` is a tuple of (B, H) arrays named by ``state_names``; ``params`` has ``weight_hh``
 (G*H, H), ``bias_hh`` (G*H,) and the cell's ``vectors``; ``gates`` maps each of ``gate_names`` to
 its activation (B, H). Weights use torch's layout and chunk order.
+
+Training runs the fastest path that computes a cell exactly: its ``kernel`` (a torch.nn module,
+with the cell's own rows mapped onto the kernel's by ``kernel_rows`` where the two differ), else its
+``fused_function`` (in :mod:`lstmcli.nn.fused`), else ``step`` in a loop.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Protocol
 
 from lstmcli.errors import ConfigError
@@ -35,6 +41,8 @@ class Ops(Protocol):
     def tanh(self, x: Any) -> Any: ...
     def linear(self, x: Any, weight: Any, bias: Any) -> Any: ...  # x W^T + b
     def split(self, x: Any, chunks: int) -> tuple[Any, ...]: ...  # equal blocks of the last axis
+    def split_rows(self, x: Any, chunks: int) -> tuple[Any, ...]: ...  # equal blocks of axis 0
+    def concat_rows(self, xs: Sequence[Any]) -> Any: ...  # joined along axis 0
 
 
 State = tuple[Any, ...]
@@ -52,6 +60,13 @@ class Cell:
     default_gate_bias: ClassVar[float | None] = None  # initial memory-gate bias; None: torch init
     vectors: ClassVar[tuple[str, ...]] = ()  # extra (H,) parameters, e.g. peephole weights
     kernel: ClassVar[str | None] = None  # torch.nn class computing this cell with these weights
+    # kernel_rows(ops, rows): the kernel's weight or bias rows made from the cell's own (G*H rows,
+    # a weight or a bias), for a cell whose weights are tied blocks of the kernel's. None: the
+    # cell's rows are the kernel's, and its parameters live inside the kernel module.
+    kernel_rows: ClassVar[Callable[[Ops, Any], Any] | None] = None
+    # Where no kernel computes the cell: the name of the function in lstmcli.nn.fused that runs it
+    # over a whole padded batch, fn(params, x, lengths) -> outputs (B, T, H) zero at padding.
+    fused_function: ClassVar[str | None] = None
     diagnose_by_default: ClassVar[bool] = False  # in `lstm diagnose`'s default comparison
 
     @classmethod
@@ -66,6 +81,15 @@ class Cell:
     def gates(cls) -> tuple[str, ...]:
         """The sigmoid gates among gate_names (the ones that open and close)."""
         return tuple(name for name in cls.gate_names if name not in cls.candidates)
+
+    @classmethod
+    def fast_path(cls) -> str | None:
+        """What computes the cell in training, or None: only the step-wise loop."""
+        if cls.kernel is not None:
+            return f"torch.nn.{cls.kernel}" + (" (tied weights)" if cls.kernel_rows else "")
+        if cls.fused_function is not None:
+            return f"lstmcli.nn.fused.{cls.fused_function}"
+        return None
 
     @classmethod
     def memory_chunk(cls) -> int | None:
@@ -242,6 +266,7 @@ class PeepholeLSTMCell(Cell):
     memory_gate = "forget"
     default_gate_bias = 1.0
     vectors = ("peephole_input", "peephole_forget", "peephole_output")
+    fused_function = "peephole_lstm"  # no torch kernel sees c in its gates
 
     @staticmethod
     def step(ops: Ops, params: Any, x_projected: Any, state: State) -> tuple[State, dict[str, Any]]:
@@ -271,7 +296,9 @@ class CoupledLSTMCell(Cell):
         c_t = f_t * c_{t-1} + i_t * g_t
         h_t = o_t * tanh(c_t)
 
-    A quarter fewer recurrent weights than the LSTM, at about the same accuracy.
+    A quarter fewer recurrent weights than the LSTM, at about the same accuracy. As
+    sigmoid(-z) = 1 - sigmoid(z), it is torch.nn.LSTM whose input-gate rows (weights and both
+    biases) are minus its forget-gate rows: training runs that kernel (``kernel_rows``).
     """
 
     name = "coupled"
@@ -281,6 +308,14 @@ class CoupledLSTMCell(Cell):
     state_names = ("h", "c")
     memory_gate = "forget"
     default_gate_bias = 1.0
+    kernel = "LSTM"
+
+    @staticmethod
+    def kernel_rows(ops: Ops, rows: Any) -> Any:
+        """The LSTM's (input, forget, cell, output) rows from the cell's (forget, cell, output):
+        a weight (3H, K) -> (4H, K) or a bias (3H,) -> (4H,)."""
+        forget, cell, output = ops.split_rows(rows, 3)
+        return ops.concat_rows((-forget, forget, cell, output))
 
     @staticmethod
     def step(ops: Ops, params: Any, x_projected: Any, state: State) -> tuple[State, dict[str, Any]]:

@@ -1,8 +1,12 @@
 """Running cells over padded, variable-length batches, exactly as if each sequence were alone.
 
 ``CellModule`` gives a registry cell (:mod:`lstmcli.nn.cells`) its torch parameters: inside the
-torch module named by the cell's ``kernel`` where it has one (so training runs the fused kernel
-and the step-wise reference path reads exactly the same tensors), else its own.
+torch module named by the cell's ``kernel`` where the cell's rows are the kernel's (so training
+runs the fused kernel and the step-wise reference path reads exactly the same tensors), else its
+own. Its fast path (``run_fused``) is that kernel; or the kernel called with weights the cell's
+``kernel_rows`` builds from its own parameters on every forward, so the tie is part of the
+autograd graph; or the cell's ``fused_function`` (:mod:`lstmcli.nn.fused`). ``run_stepwise`` is
+the reference all of them are tested against, and the path an observer (diagnostics) sees.
 
 Padding sits at the end of every row. A forward pass never lets a padded step touch a real one
 (real steps come first), so the fused kernels run on the padded batch and the last real output is
@@ -13,11 +17,12 @@ length, so it starts at the sequence's last real token and never reads padding.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from lstmcli.nn import fused
 from lstmcli.nn.cells import Cell, get_cell
 
 State = tuple[Tensor, ...]
@@ -33,6 +38,14 @@ class TorchOps:
     @staticmethod
     def split(x: Tensor, chunks: int) -> tuple[Tensor, ...]:
         return x.chunk(chunks, dim=-1)
+
+    @staticmethod
+    def split_rows(x: Tensor, chunks: int) -> tuple[Tensor, ...]:
+        return x.chunk(chunks, dim=0)
+
+    @staticmethod
+    def concat_rows(xs: Sequence[Tensor]) -> Tensor:
+        return torch.cat(list(xs), dim=0)
 
 
 TORCH_OPS = TorchOps()
@@ -51,14 +64,26 @@ class CellModule(nn.Module):
         self.input_size = input_size
         self.hidden_size = hidden_size
         rows = self.spec.num_chunks() * hidden_size
-        if self.spec.kernel is not None:
+        if self.spec.kernel is not None and self.spec.kernel_rows is not None:
+            # The kernel computes the cell from weights built out of the cell's own (kernel_rows)
+            # on every forward. It holds no parameters of its own (meta device) and is kept out
+            # of the module tree, so checkpoints and optimisers see only the cell's parameters.
+            kernel = getattr(nn, self.spec.kernel)(input_size, hidden_size, num_layers=1,
+                                                   batch_first=True, device="meta")
+            mapped = self.spec.kernel_rows(TORCH_OPS, torch.empty(rows, device="meta"))
+            if mapped.shape != kernel.bias_ih_l0.shape:
+                raise ValueError(f"cell {self.spec.name!r}: kernel_rows makes {mapped.shape[0]} "
+                                 f"rows, torch.nn.{self.spec.kernel} has "
+                                 f"{kernel.bias_ih_l0.shape[0]}")
+            object.__setattr__(self, "tied_kernel", kernel)
+        elif self.spec.kernel is not None:
             self.kernel = getattr(nn, self.spec.kernel)(input_size, hidden_size, num_layers=1,
                                                         batch_first=True)
             if self.kernel.weight_ih_l0.shape[0] != rows:
                 raise ValueError(f"cell {self.spec.name!r}: torch.nn.{self.spec.kernel} has "
                                  f"{self.kernel.weight_ih_l0.shape[0] // hidden_size} chunks, "
                                  f"the cell {self.spec.num_chunks()}")
-        else:
+        if self.spec.kernel is None or self.spec.kernel_rows is not None:
             self.weight_ih = nn.Parameter(torch.empty(rows, input_size))
             self.weight_hh = nn.Parameter(torch.empty(rows, hidden_size))
             self.bias_ih = nn.Parameter(torch.empty(rows))
@@ -74,7 +99,8 @@ class CellModule(nn.Module):
 
     @property
     def fused(self) -> bool:
-        return self.spec.kernel is not None
+        """Whether the cell has a path faster than the step-wise loop (``run_fused``)."""
+        return self.spec.fast_path() is not None
 
     @property
     def has_cell_state(self) -> bool:
@@ -132,12 +158,23 @@ class CellModule(nn.Module):
         """One step from raw input x_t (B, I)."""
         return self.step(self.project_input(x), state)
 
-    def run_fused(self, x: Tensor) -> Tensor:
-        """All steps of a padded batch (B, T, I) through the torch kernel -> outputs (B, T, H)."""
-        if not self.fused:
-            raise RuntimeError(f"cell {self.name!r} has no fused kernel")
-        outputs, _ = self.kernel(x)
-        return outputs
+    def run_fused(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """All steps of a padded batch (B, T, I) with lengths (B,) through the cell's fast path
+        -> outputs (B, T, H), zero at padding."""
+        spec = self.spec
+        if spec.kernel is None:
+            if spec.fused_function is None:
+                raise RuntimeError(f"cell {self.name!r} has no fused path")
+            return getattr(fused, spec.fused_function)(self, x, lengths)
+        if spec.kernel_rows is None:
+            outputs, _ = self.kernel(x)  # (B, T, H)
+        else:
+            weights = {f"{name}_l0": spec.kernel_rows(TORCH_OPS, getattr(self, name))
+                       for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+            outputs, _ = torch.func.functional_call(self.tied_kernel, weights, (x,))  # (B, T, H)
+        # Padding comes after every real step, so it never reaches a real output; only the
+        # outputs at padding itself need clearing.
+        return outputs * length_mask(lengths, x.shape[1]).unsqueeze(-1)
 
 
 # observer(t, state, gates, mask) sees every step of the step-wise path (diagnostics).
@@ -169,21 +206,30 @@ def run_stepwise(
     """The reference path: one ``cell.step`` per time step. x (B, T, I) -> outputs (B, T, H)
     (zero at padding) and the state after each sequence's last real step."""
     batch, steps = x.shape[:2]
-    projected = cell.project_input(x)  # (B, T, G*H), all steps in one matrix product
+    # All steps in one matrix product; unbind, because indexing [:, t] would make each step's
+    # backward allocate and zero a gradient the size of the whole sequence.
+    projected = cell.project_input(x).unbind(1)  # T x (B, G*H)
     mask = length_mask(lengths, steps)  # (B, T)
+    real = mask.unsqueeze(-1).unbind(1)  # T x (B, 1)
+    # Before the shortest sequence ends every row is real, and where(True, new, old) is new. Not
+    # so for an observer: gradients it takes w.r.t. the carried h_t and c_t treat them as
+    # separate coordinates (h_t computed from c_t must not count as a path through the carried
+    # c_t), which the where's fresh nodes provide.
+    all_real = int(lengths.min()) if batch and observer is None else 0
     state = cell.init_state(batch, x)
-    outputs = []
+    hs = []
     for t in range(steps):
-        new_state, gates = cell.step(projected[:, t], state)
-        real = mask[:, t].unsqueeze(1)  # (B, 1)
-        # A finished sequence keeps its final state through the padding.
-        state = tuple(
-            torch.where(real, new, old) for new, old in zip(new_state, state, strict=True)
-        )
+        new_state, gates = cell.step(projected[t], state)
+        if t < all_real:
+            state = new_state
+        else:  # a finished sequence keeps its final state through the padding
+            state = tuple(torch.where(real[t], new, old)
+                          for new, old in zip(new_state, state, strict=True))
         if observer is not None:
             observer(t, state, gates, mask[:, t])
-        outputs.append(state[0] * real)
-    return torch.stack(outputs, dim=1), state
+        hs.append(state[0])
+    outputs = torch.stack(hs, dim=1) * mask.unsqueeze(-1)  # (B, T, H), zero at padding
+    return outputs, state
 
 
 class Recurrence(nn.Module):
@@ -193,7 +239,7 @@ class Recurrence(nn.Module):
         super().__init__()
         self.cell = cell
         self.reverse = reverse
-        self.stepwise = not cell.fused  # standard cells train on torch's fused kernels
+        self.stepwise = not cell.fused  # cells with a fast path train on it
 
     def forward(
         self, x: Tensor, lengths: Tensor, observer: StepObserver | None = None
@@ -205,8 +251,7 @@ class Recurrence(nn.Module):
         if self.stepwise or observer is not None:
             outputs, _ = run_stepwise(self.cell, x, lengths, observer)
         else:
-            mask = length_mask(lengths, x.shape[1]).unsqueeze(-1)  # (B, T, 1)
-            outputs = self.cell.run_fused(x) * mask  # (B, T, H)
+            outputs = self.cell.run_fused(x, lengths)  # (B, T, H)
         final = outputs[torch.arange(x.shape[0], device=x.device), lengths - 1]  # (B, H)
         if self.reverse:
             outputs = reverse_padded(outputs, lengths)
@@ -243,8 +288,8 @@ class RecurrentEncoder(nn.Module):
         return [recurrence for layer in self.layers for recurrence in layer]
 
     def set_stepwise(self, stepwise: bool) -> None:
-        """Run every cell through its step-wise reference path (True) or fused kernel (False;
-        only where the cell has one)."""
+        """Run every cell through its step-wise reference path (True) or its fast path (False;
+        only where the cell has one: ``Cell.fast_path``)."""
         for recurrence in self.recurrences():
             recurrence.stepwise = stepwise or not recurrence.cell.fused
 

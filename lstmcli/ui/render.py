@@ -353,7 +353,7 @@ def cell_panels(rows: list[dict[str, Any]]) -> list[RenderableType]:
     panels = []
     for row in rows:
         gates = ", ".join(row["gates"]) or "none"
-        kernel = "torch fused kernel" if row["fused_kernel"] else "lstmcli step-wise"
+        kernel = f"trains on {row['fast_path']}" if row.get("fast_path") else "lstmcli step-wise"
         title = (f"[bold]{row['name']}[/]  state {', '.join(row['state'])} · gates {gates} · "
                  f"W_hh {row['weight_blocks']}H x H · {kernel}")
         panels.append(Panel(escape(row["equations"]), title=title, title_align="left"))
