@@ -29,9 +29,10 @@ WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 def cell_keys(spec: type[Cell], prefix: str) -> dict[str, str]:
     """State-dict key of each parameter of one CellModule at ``prefix``: its four weights (inside
-    the torch kernel module when the cell has one, named as torch names them) and its vectors.
+    the torch kernel module when the cell keeps them there, named as torch names them) and its
+    vectors.
     A test checks these against the torch model's state_dict for every registered cell."""
-    if spec.kernel is not None:
+    if spec.weights_in_kernel():
         keys = {name: f"{prefix}.kernel.{name}_l0" for name in WEIGHTS}
     else:
         keys = {name: f"{prefix}.{name}" for name in WEIGHTS}

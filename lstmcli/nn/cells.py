@@ -83,6 +83,13 @@ class Cell:
         return tuple(name for name in cls.gate_names if name not in cls.candidates)
 
     @classmethod
+    def weights_in_kernel(cls) -> bool:
+        """Whether the weights live inside the torch kernel module, under its names
+        (``kernel.weight_ih_l0`` ...), rather than as the cell's own parameters (a cell whose
+        kernel_rows maps its own rows onto the kernel's keeps its own)."""
+        return cls.kernel is not None and cls.kernel_rows is None
+
+    @classmethod
     def fast_path(cls) -> str | None:
         """What computes the cell in training, or None: only the step-wise loop."""
         if cls.kernel is not None:
