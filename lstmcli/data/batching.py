@@ -53,30 +53,36 @@ def iterate_batches(
     batches: list[np.ndarray],
     device: torch.device | str,
     labels: np.ndarray | None = None,
+    multiple: int = 1,
 ) -> Iterator[tuple[np.ndarray, Tensor, Tensor, Tensor | None]]:
-    """(indices, ids (B, T), lengths (B,), labels (B,) or None) per batch, on ``device``."""
+    """(indices, ids (B, T), lengths (B,), labels (B,) or None) per batch, on ``device``; T
+    rounded up to a multiple of ``multiple``."""
     import torch
 
     for index in batches:
-        ids, lengths = pad_batch([sequences[i] for i in index], device)
+        ids, lengths = pad_batch([sequences[i] for i in index], device, multiple)
         targets = None
         if labels is not None:
             targets = torch.as_tensor(labels[index], dtype=torch.long, device=device)
         yield index, ids, lengths, targets
 
 
-def pad_arrays(sequences: Sequence) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pad 1-D id arrays (numpy or lists) -> ids (B, T) int64 and lengths (B,) int64."""
+def pad_arrays(sequences: Sequence, multiple: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad 1-D id arrays (numpy or lists) -> ids (B, T) int64 and lengths (B,) int64, with
+    T the longest length rounded up to a multiple of ``multiple``."""
     lengths = np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences))  # (B,)
-    ids = np.full((len(sequences), int(lengths.max())), PAD_ID, dtype=np.int64)  # (B, T)
+    steps = -(-int(lengths.max()) // multiple) * multiple
+    ids = np.full((len(sequences), steps), PAD_ID, dtype=np.int64)  # (B, T)
     for row, sequence in enumerate(sequences):
         ids[row, : len(sequence)] = sequence
     return ids, lengths
 
 
-def pad_batch(sequences: list, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+def pad_batch(
+    sequences: list, device: torch.device | str = "cpu", multiple: int = 1
+) -> tuple[Tensor, Tensor]:
     """pad_arrays as torch tensors on ``device``: ids (B, T) and lengths (B,), both int64."""
     import torch
 
-    ids, lengths = pad_arrays(sequences)
+    ids, lengths = pad_arrays(sequences, multiple)
     return torch.from_numpy(ids).to(device), torch.from_numpy(lengths).to(device)

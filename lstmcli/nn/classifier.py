@@ -13,6 +13,8 @@ from lstmcli.config import ModelConfig
 from lstmcli.data.batching import PAD_ID, bucket_batches, iterate_batches
 from lstmcli.nn.recurrent import RecurrentEncoder, length_mask
 
+PAD_MULTIPLE = 16  # inference batches' steps, see predict_logits
+
 
 class SentimentClassifier(nn.Module):
     """A recurrent text classifier whose output for a text never depends on its batch-mates.
@@ -69,13 +71,18 @@ def predict_logits(
     batch_size: int = 256,
     device: torch.device | str = "cpu",
 ) -> Tensor:
-    """Logits (N, C) in input order, computed in length-sorted batches in eval mode."""
+    """Logits (N, C) in input order, computed in length-sorted batches in eval mode.
+
+    Batches are padded to a multiple of PAD_MULTIPLE steps (exact: padding never changes a
+    result): the CPU kernels build and cache a primitive per input shape, so a stream of texts
+    with every length up to max_len would otherwise keep adding shapes, and memory, until it had
+    seen them all."""
     was_training = model.training
     model.eval()
     logits = torch.empty(0)
-    for index, ids, lengths, _ in iterate_batches(
-        sequences, bucket_batches([len(s) for s in sequences], batch_size), device
-    ):
+    batches = bucket_batches([len(s) for s in sequences], batch_size)
+    for index, ids, lengths, _ in iterate_batches(sequences, batches, device,
+                                                  multiple=PAD_MULTIPLE):
         out = model(ids, lengths).float().cpu()  # (B, C)
         if logits.numel() == 0:
             logits = torch.empty(len(sequences), out.shape[1])
