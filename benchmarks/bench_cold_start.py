@@ -13,13 +13,11 @@ each, the ratio A / B (the issue's target: at most 2) and the load average befor
 --torch-rounds adds a few rounds of `predict --engine torch` for scale. Only subprocess and
 time.perf_counter are used; the children see this checkout first on PYTHONPATH.
 
-Measured on the project's shared 2-core machine, so with other people's work on the cores: at
-load average 0.9, predict 447 ms against import numpy 172 ms (ratio 2.60); at load 3, 563 ms
-against 188 ms (2.99); predict --engine torch about 2.8 s. Of what predict imports beyond numpy,
-the largest part is not lstmcli's: typer 0.29 coerces every option value through a pydantic
-TypeAdapter, which imports pydantic (about 0.1 s of imports, more with the adapters; with that
-coercion patched out in an experiment the ratio was 1.98), then typer itself, rich.console and
-tokenizers. lstmcli's own modules take about 10 ms.
+Measured on the project's shared 2-core machine (load average 1.3, 21 rounds): predict 363 ms
+against import numpy 182 ms, ratio 2.00; predict --engine torch about 3.0 s. typer is pinned
+below 0.29 because 0.29 coerces every option value through a pydantic TypeAdapter, which imports
+pydantic (with typer 0.29 the ratio was 2.6 at load 0.9). Of what predict imports beyond numpy,
+the largest parts are typer, rich.console and tokenizers; lstmcli's own modules take about 10 ms.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ against tokens/s on a quiet machine, for lstmcli's CPU settings and for torch's 
 Each measurement runs in a fresh interpreter (OpenMP reads its wait policy when torch loads), on
 the project's LSTM classifier (batch 32, 128 steps, embedding 64, hidden 128, forward, backward
 and Adam). The competitor is `python -c "while True: pass"`, started and stopped by this script.
-Target: with lstmcli's settings, busy/quiet >= 0.3.
+Target: with lstmcli's settings, busy/quiet >= 0.3. lstmcli's default thread count leaves out
+the CPUs that other processes keep busy when it starts (lstmcli.device.default_threads).
 
     python benchmarks/bench_threads.py [--steps 20]
 """
@@ -74,9 +75,10 @@ def main() -> None:
             competitor.kill()
             competitor.wait()
         ratio = busy["tokens_per_second"] / quiet["tokens_per_second"]
-        print(f"{settings:>13}: {quiet['threads']} threads; quiet "
-              f"{quiet['tokens_per_second']:,.0f} tok/s, beside a busy process "
-              f"{busy['tokens_per_second']:,.0f} tok/s, ratio {ratio:.2f}"
+        print(f"{settings:>13}: quiet {quiet['tokens_per_second']:,.0f} tok/s "
+              f"({quiet['threads']} threads), beside a busy process "
+              f"{busy['tokens_per_second']:,.0f} tok/s ({busy['threads']} threads), "
+              f"ratio {ratio:.2f}"
               + (" (target >= 0.3)" if settings == "lstmcli" else ""))
 
 

@@ -7,7 +7,8 @@ On CPU two settings matter more than any kernel here:
   subnormal floats, which x86 processes many times slower; flushing them made a GRU training
   step 11x faster, with no measurable change in results (tests/test_device.py).
 * the thread count fits the CPUs this process may actually use (its affinity mask and its cgroup
-  quota), since torch counts every core of the machine; and OpenMP threads sleep rather than spin
+  quota, less the CPUs other processes keep busy when it starts), since torch counts every core
+  of the machine; and OpenMP threads sleep rather than spin
   while they wait, so that a second busy process on a small machine does not stall every
   parallel region (a training step ran 20-90x slower beside one with spinning threads); that
   setting is made in ``lstmcli/__init__.py``, before anything can import torch.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,9 +57,34 @@ def _cgroup_quota() -> float | None:
     return quota / period if quota > 0 and period > 0 else None
 
 
+def default_threads() -> int:
+    """usable_cpus(), less the CPUs that other processes keep busy right now: on a small shared
+    machine a thread that has to share its core with a busy neighbour stalls every parallel
+    region it takes part in, so one thread on a free core beats two on contended ones."""
+    busy = _others_running()
+    return max(1, usable_cpus() - busy)
+
+
+def _others_running(samples: int = 5, interval: float = 0.01) -> int:
+    """Processes other than this one that are runnable at every one of a few instants (the
+    fourth field of /proc/loadavg counts the runnable ones, this process included); 0 where the
+    kernel does not say."""
+    counts = []
+    for sample in range(samples):
+        try:
+            running = Path("/proc/loadavg").read_text().split()[3].split("/")[0]
+            counts.append(int(running) - 1)
+        except (OSError, ValueError, IndexError):
+            return 0
+        if sample + 1 < samples:
+            time.sleep(interval)
+    return max(0, min(counts))
+
+
 def resolve_device(name: str, threads: int | None = None) -> torch.device:
     """auto (CUDA when torch sees one, else CPU), cpu or cuda; ConfigError for an absent CUDA.
-    On CPU also flushes denormals and sets the thread count (``threads``, else usable_cpus())."""
+    On CPU also flushes denormals and sets the thread count (``threads``, else
+    default_threads())."""
     import torch
 
     if name == "auto":
@@ -70,7 +97,7 @@ def resolve_device(name: str, threads: int | None = None) -> torch.device:
         device = torch.device(name)
     if device.type == "cpu":
         torch.set_flush_denormal(True)
-        torch.set_num_threads(threads or usable_cpus())
+        torch.set_num_threads(threads or default_threads())
     return device
 
 
