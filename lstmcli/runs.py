@@ -173,10 +173,13 @@ def read_run_config(run_dir: Path) -> tuple[Config, list[str], dict[str, Any]]:
     path = run_dir / CONFIG_FILE
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise CheckpointError(
             f"{path} is unreadable ({error}); retrain or restore the run"
         ) from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} must hold a JSON object, not a {type(meta).__name__}; "
+                              "restore the run's config.json or retrain")
     version = meta.get("format_version")
     if version != FORMAT_VERSION:
         raise CheckpointError(
@@ -207,14 +210,76 @@ def load_run(
 
     run_dir = resolve_run(None if model is None else str(model))
     config, label_names, meta = read_run_config(run_dir)
+    tokenizer = Tokenizer.load(run_dir / TOKENIZER_FILE)
+    check_run(run_dir, config, label_names, tokenizer.vocab_size)
     if engine == "numpy":
         network: SentimentClassifier | NumpyClassifier = _numpy_model(run_dir, config)
     elif engine == "torch":
         network = _torch_model(run_dir, config, device)
     else:
         raise ConfigError(f"unknown engine {engine!r}; choose numpy or torch")
-    tokenizer = Tokenizer.load(run_dir / TOKENIZER_FILE)
     return LoadedRun(run_dir, network, config, tokenizer, label_names, meta)
+
+
+def check_run(run_dir: Path, config: Config, label_names: list[str], tokenizer_size: int) -> None:
+    """Everything a run's files must agree on, checked before any memory is allocated for the
+    model: the weight file's header (names, shapes, dtypes) against the config, the tokenizer's
+    vocabulary and the label names against the model's sizes. A hostile or mixed-up run (a
+    vocab_size of 10^12, another run's tokenizer) fails here with one line, not in an allocation
+    or an index error."""
+    from safetensors import SafetensorError, safe_open
+
+    from lstmcli.nn.layout import expected_shapes
+
+    model = config.model
+    if tokenizer_size != model.vocab_size:
+        raise CheckpointError(
+            f"{run_dir / TOKENIZER_FILE} has {tokenizer_size:,} entries but the model's "
+            f"vocabulary is {model.vocab_size:,}: the files come from different runs; restore "
+            "this run's tokenizer.json or retrain"
+        )
+    if len(label_names) != model.num_classes:
+        raise CheckpointError(
+            f"{run_dir / CONFIG_FILE} names {len(label_names)} labels for a model of "
+            f"{model.num_classes} classes; restore the run's config.json or retrain"
+        )
+    try:
+        expected = expected_shapes(model)
+        with safe_open(str(run_dir / WEIGHTS_FILE), framework="numpy") as weights:
+            stored = {key: (tuple(weights.get_slice(key).get_shape()),
+                            weights.get_slice(key).get_dtype()) for key in weights.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError) as error:
+        raise _unreadable(run_dir, error) from None
+    except LstmError as error:
+        raise CheckpointError(f"{run_dir / CONFIG_FILE}: {error}") from None
+    missing = [key for key in expected if key not in stored]
+    unexpected = [key for key in stored if key not in expected]
+    if missing or unexpected:
+        detail = (f"missing key(s) {', '.join(missing)}" if missing
+                  else f"unexpected key(s) {', '.join(unexpected)}")
+        raise _mismatch(run_dir, detail)
+    for key, shape in expected.items():
+        if stored[key][0] != shape:
+            raise _mismatch(run_dir, f"size mismatch for {key}: the file has {stored[key][0]}, "
+                                     f"the config implies {shape}")
+        if stored[key][1] != "F32":
+            raise CheckpointError(
+                f"{run_dir / WEIGHTS_FILE} stores {key} as {stored[key][1]}; lstmcli reads "
+                "float32 (F32) weights only: retrain, or convert the file to float32"
+            )
+
+
+def _check_finite(run_dir: Path, state: Any) -> None:
+    """NaN or infinite weights give NaN predictions, printed as if they meant something."""
+    import numpy as np
+
+    for key, value in state.items():
+        array = value.numpy() if hasattr(value, "numpy") else value
+        if not np.isfinite(array).all():
+            raise CheckpointError(
+                f"{run_dir / WEIGHTS_FILE} holds NaN or infinite values in {key}; the training "
+                "that wrote it diverged: retrain or restore the run"
+            )
 
 
 def _torch_model(run_dir: Path, config: Config, device: str | torch.device) -> SentimentClassifier:
@@ -230,6 +295,7 @@ def _torch_model(run_dir: Path, config: Config, device: str | torch.device) -> S
         state = load_file(str(run_dir / WEIGHTS_FILE), device="cpu")
     except (SafetensorError, OSError) as error:
         raise _unreadable(run_dir, error) from None
+    _check_finite(run_dir, state)
     try:
         network.load_state_dict(state)
     except RuntimeError as error:
@@ -248,6 +314,7 @@ def _numpy_model(run_dir: Path, config: Config) -> NumpyClassifier:
         state = load_file(str(run_dir / WEIGHTS_FILE))
     except (SafetensorError, OSError) as error:
         raise _unreadable(run_dir, error) from None
+    _check_finite(run_dir, state)
     try:
         return NumpyClassifier(config.model, state)
     except ValueError as error:

@@ -90,3 +90,58 @@ def test_corrupt_weights(run_dir):
     (run_dir / "model.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(CheckpointError, match="unreadable"):
         load_run(run_dir)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile and mixed-up runs: one clear error, before any memory is allocated for the model
+
+
+def rewrite_config(run_dir, change) -> None:
+    meta = json.loads((run_dir / "config.json").read_text())
+    change(meta)
+    (run_dir / "config.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("engine", ["torch", "numpy"])
+def test_an_absurd_vocabulary_is_refused_before_allocating(run_dir, engine):
+    rewrite_config(run_dir, lambda meta: (meta["model"].update(vocab_size=10**12),
+                                          meta.update(vocab_size=10**12)))
+    with pytest.raises(CheckpointError, match="different runs"):
+        load_run(run_dir, engine=engine)
+
+
+def test_a_config_that_is_not_an_object(run_dir):
+    (run_dir / "config.json").write_text("[1, 2, 3]")
+    with pytest.raises(CheckpointError, match="must hold a JSON object, not a list"):
+        load_run(run_dir)
+
+
+def test_another_runs_tokenizer_is_refused(run_dir, tmp_path):
+    bigger = Tokenizer.train([row["text"] for row in make_reviews(400, seed=3)] + ["zebra yak"],
+                             vocab_size=5000, min_freq=1)
+    bigger.save(run_dir / "tokenizer.json")
+    with pytest.raises(CheckpointError, match="tokenizer.json has .* entries but the model's"):
+        load_run(run_dir)
+
+
+def test_label_names_must_match_the_classifier(run_dir):
+    rewrite_config(run_dir, lambda meta: meta.update(label_names=["only"]))
+    with pytest.raises(CheckpointError, match="names 1 labels for a model of 2 classes"):
+        load_run(run_dir)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float64])
+def test_weights_of_another_dtype_are_refused(run_dir, dtype):
+    state = {k: v.to(dtype) for k, v in load_file(str(run_dir / "model.safetensors")).items()}
+    save_file(state, str(run_dir / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="lstmcli reads float32"):
+        load_run(run_dir)
+
+
+@pytest.mark.parametrize("engine", ["torch", "numpy"])
+def test_non_finite_weights_are_refused(run_dir, engine):
+    state = load_file(str(run_dir / "model.safetensors"))
+    state["classifier.bias"][0] = float("nan")
+    save_file(state, str(run_dir / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="NaN or infinite values in classifier.bias"):
+        load_run(run_dir, engine=engine)
