@@ -10,6 +10,7 @@ Batches are sharded by rank (all ranks get the same number) and only rank 0 writ
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lstmcli.atomic import atomic_write
 from lstmcli.config import Config
 from lstmcli.data.batching import bucket_batches, iterate_batches, shard
 from lstmcli.data.splits import DatasetSplits, load_splits
@@ -31,6 +33,7 @@ from lstmcli.device import process_rank, resolve_device
 from lstmcli.diagnostics.flow import diagnostic_batch, measure_flow
 from lstmcli.errors import TrainingDiverged
 from lstmcli.nn.classifier import SentimentClassifier, predict_logits
+from lstmcli.rundir import append_line, claim
 from lstmcli.runs import (
     CONFIG_FILE,
     METRICS_FILE,
@@ -85,12 +88,24 @@ def train(
     }
     config.model.vocab_size = tokenizer.vocab_size
     config.model.num_classes = len(splits.label_names)
-
     config.train.output = str(run_dir)
-    if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        for name in (WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_FILE, METRICS_FILE):
-            (run_dir / name).unlink(missing_ok=True)  # --overwrite: never mix two runs' files
+    # Only now, with the data read, is the directory created and locked: bad data leaves nothing.
+    with claim(run_dir, overwrite) if rank == 0 else contextlib.nullcontext():
+        return _train(config, callbacks, splits, tokenizer, encoded, run_dir, device, rng)
+
+
+def _train(
+    config: Config,
+    callbacks: Callbacks,
+    splits: DatasetSplits,
+    tokenizer: Tokenizer,
+    encoded: dict[str, list[np.ndarray]],
+    run_dir: Path,
+    device: torch.device,
+    rng: np.random.Generator,
+) -> TrainResult:
+    """The epochs of a run whose directory is claimed; writes it as it goes."""
+    rank, world_size = process_rank()
     model = SentimentClassifier(config.model).to(device)
     optimizer = torch.optim.Adam(
         model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay
@@ -103,7 +118,8 @@ def train(
                                   seed=config.train.seed)
     if rank == 0:
         tokenizer.save(run_dir / TOKENIZER_FILE)
-        (run_dir / METRICS_FILE).write_text("", encoding="utf-8")  # a fresh run's history
+        # A fresh run's history; the rename replaces a link planted there instead of following.
+        atomic_write(run_dir / METRICS_FILE, lambda handle: None)
     callbacks.on_start(_start_info(config, splits, run_dir, device, model))
 
     train_labels = splits.train.labels
@@ -154,8 +170,7 @@ def train(
                 save_checkpoint(run_dir, model, config, splits.label_names, {"best": best})
         history.append(row)
         if rank == 0:
-            with open(run_dir / METRICS_FILE, "a", encoding="utf-8") as metrics:
-                metrics.write(json.dumps(row) + "\n")
+            append_line(run_dir / METRICS_FILE, json.dumps(row))
         callbacks.on_epoch_end(row)
 
     test_accuracy = None
