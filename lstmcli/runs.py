@@ -91,10 +91,12 @@ def latest_run() -> Path:
     """The run trained last: the remembered one if it still exists, else the newest in the runs
     root."""
     pointer = state_dir() / "latest_run"
-    if pointer.is_file():
+    try:
         path = Path(pointer.read_text(encoding="utf-8").strip())
         if is_run(path):
             return path
+    except (OSError, UnicodeDecodeError, ValueError):
+        pass  # no pointer, or a corrupt one: the runs root still knows the newest run
     root = runs_root()
     candidates = [p for p in root.iterdir() if is_run(p)] if root.is_dir() else []
     if not candidates:

@@ -124,3 +124,13 @@ def test_bad_data_leaves_no_directory(tmp_path):
     result = train(bad, tmp_path / "run")
     assert result.exit_code == 2
     assert not (tmp_path / "run").exists()
+
+
+def test_a_corrupt_latest_run_pointer_falls_back_to_the_runs_root(tiny_file, tmp_path):
+    run = tmp_path / "runs" / "only"
+    assert train(tiny_file, run).exit_code == 0
+    for garbage in (b"\xff\xfe\x00bad", b"\x00", b"/no/such/run\n"):
+        (tmp_path / "state" / "latest_run").write_bytes(garbage)
+        result = runner.invoke(app, ["predict", "--json", "superb food"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output)["text"] == "superb food"
