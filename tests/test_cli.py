@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -213,3 +215,41 @@ def test_version_and_help():
     help_text = invoke("--help").output
     for command in ("train", "eval", "predict", "cells", "datasets"):
         assert command in help_text
+
+
+def test_train_logs_one_plain_line_per_epoch_when_stderr_is_not_a_terminal(
+        tiny_file, tmp_path, monkeypatch):
+    """In CI (stderr piped) each epoch's row is written as soon as the epoch ends, before the
+    next one starts; no progress bar, and the summary tables still go to stdout."""
+    from rich.console import Console
+
+    from lstmcli.ui.render import TrainDisplay
+
+    events: list[str] = []
+
+    class Log(io.StringIO):
+        def write(self, text: str) -> int:
+            events.extend(f"line {line}" for line in text.splitlines() if line.strip())
+            return super().write(text)
+
+    log = Log()
+    # The command's stderr console, writing to a file that is not a terminal, as in CI.
+    monkeypatch.setattr(sys.modules["lstmcli.cli.train"], "err", Console(file=log, soft_wrap=True))
+    epoch_start = TrainDisplay.on_epoch_start
+
+    def recording_start(self, epoch: int, steps: int) -> None:
+        events.append(f"start {epoch}")
+        epoch_start(self, epoch, steps)
+
+    monkeypatch.setattr(TrainDisplay, "on_epoch_start", recording_start)
+    result = train_tiny(tiny_file, tmp_path / "run")
+    rows = [event for event in events if event.startswith("line epoch ")]
+    assert [row.split()[2] for row in rows] == ["1/3", "2/3", "3/3"]
+    for row in rows:
+        assert re.fullmatch(r"line epoch \d/3  loss \d\.\d{4}  acc \d\.\d{4}  val_loss \d\.\d{4}  "
+                            r"val_acc \d\.\d{4}  grad_norm \d+\.\d{3}  tok/s [\d,]+( {2}\*)?",
+                            row), row
+    order = [event for event in events if event.startswith(("start", "line epoch"))]
+    assert order == ["start 1", rows[0], "start 2", rows[1], "start 3", rows[2]]
+    assert "━" not in log.getvalue()  # no progress bar
+    assert "Training" in result.stdout and "best epoch" in result.stdout
