@@ -253,3 +253,56 @@ def test_train_logs_one_plain_line_per_epoch_when_stderr_is_not_a_terminal(
     assert order == ["start 1", rows[0], "start 2", rows[1], "start 3", rows[2]]
     assert "━" not in log.getvalue()  # no progress bar
     assert "Training" in result.stdout and "best epoch" in result.stdout
+
+
+def test_eval_quality_gates(tiny_file, tmp_path):
+    """--min-accuracy / --min-f1: the full report, then exit 1 and one line when below the bar."""
+    train_tiny(tiny_file, tmp_path / "run")
+    passed = invoke("eval", "--split", "validation", "--json", "--min-accuracy", "0",
+                    "--min-f1", "0")
+    assert passed.exit_code == 0, passed.output
+    checks = json.loads(passed.stdout)["checks"]
+    assert checks["min_accuracy"]["bar"] == 0 and checks["min_accuracy"]["passed"] is True
+    assert set(checks) == {"min_accuracy", "min_f1"}
+    assert "checks" not in json.loads(invoke("eval", "--split", "validation", "--json").stdout)
+
+    # Labels swapped: the model now scores below any bar near 1.
+    flipped = [{**row, "label": "negative" if row["label"] == "positive" else "positive"}
+               for row in make_reviews(40, seed=5)]
+    data = write_jsonl(tmp_path / "flipped.jsonl", flipped)
+    failed = invoke("eval", "--dataset", str(data), "--split", "train", "--json",
+                    "--min-accuracy", "0.99")
+    assert failed.exit_code == 1
+    report = json.loads(failed.stdout)
+    check = report["checks"]["min_accuracy"]
+    assert check == {"bar": 0.99, "value": report["accuracy"], "passed": False}
+    assert failed.stderr.strip() == (f"error: accuracy {report['accuracy']:.4f} is below "
+                                     "--min-accuracy 0.99")
+    human = invoke("eval", "--dataset", str(data), "--split", "train", "--min-f1", "0.99")
+    assert human.exit_code == 1
+    assert "Confusion matrix" in human.stdout and "min-f1 0.99 failed" in human.stdout
+    assert human.stderr.startswith("error: macro F1 ") and "--min-f1 0.99" in human.stderr
+    assert len(human.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("flag, value", [("--min-accuracy", "1.5"), ("--min-f1", "-0.1"),
+                                         ("--min-accuracy", "nan")])
+def test_eval_gate_outside_zero_one_is_a_usage_error(flag, value, tmp_path):
+    result = invoke("eval", "--model", str(tmp_path / "nope"), flag, value)
+    assert_clean_error(result, flag, "outside [0, 1]")
+    assert result.exit_code == 2
+
+
+def test_quality_checks_and_the_failure_line():
+    from lstmcli.errors import CheckFailed
+    from lstmcli.inference.metrics import enforce_checks, quality_checks
+
+    report = {"accuracy": 0.849996, "macro_f1": 0.9}
+    checks = quality_checks(report, {"min_accuracy": 0.85, "min_f1": 0.9})
+    assert checks["min_f1"]["passed"] is True  # equal to the bar passes
+    with pytest.raises(CheckFailed) as failure:
+        enforce_checks(checks)
+    # 0.8500 would read as passing: more digits then.
+    assert str(failure.value) == "accuracy 0.849996 is below --min-accuracy 0.85"
+    assert failure.value.exit_code == 1
+    assert quality_checks(report, {"min_accuracy": None, "min_f1": None}) == {}

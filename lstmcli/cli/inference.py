@@ -56,15 +56,24 @@ def eval_command(
     positive_threshold: ThresholdOpt = None,
     max_eval_samples: MaxEvalOpt = None,
     device: Annotated[str, typer.Option("--device", help="auto|cpu|cuda")] = "cpu",
+    min_accuracy: Annotated[float | None, typer.Option(
+        "--min-accuracy", help="Exit 1 (after the report) when accuracy is below this fraction.")]
+    = None,
+    min_f1: Annotated[float | None, typer.Option(
+        "--min-f1", help="Exit 1 (after the report) when macro F1 is below this fraction.")]
+    = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Accuracy, per-class precision/recall/F1 and the confusion matrix of a trained run."""
+    """Accuracy, per-class precision/recall/F1 and the confusion matrix of a trained run;
+    --min-accuracy / --min-f1 make it a quality gate."""
     from lstmcli.data.splits import load_eval_split
     from lstmcli.device import resolve_device
-    from lstmcli.inference.metrics import evaluate
+    from lstmcli.inference.metrics import enforce_checks, evaluate, quality_checks, validate_bars
     from lstmcli.inference.predictor import Predictor
     from lstmcli.ui.render import eval_tables
 
+    bars = {"min_accuracy": min_accuracy, "min_f1": min_f1}
+    validate_bars(bars)  # a bad bar is a usage error before the model is even loaded
     if split not in ("train", "validation", "test"):
         raise DataError(f"unknown split {split!r}; choose train, validation or test")
     predictor = Predictor.from_run(model, str(resolve_device(device)))
@@ -76,11 +85,15 @@ def eval_command(
     report = evaluate(predictor, texts.texts, texts.labels)
     payload = {"run_dir": str(predictor.run_dir), "dataset": data.dataset, "split": split,
                **report.to_dict()}
+    checks = quality_checks(payload, bars)
+    if checks:
+        payload["checks"] = checks
     if as_json:
         print_json(payload)
     else:
         for renderable in eval_tables(payload):
             out.print(renderable)
+    enforce_checks(checks)  # after the report, so that a failed gate still shows the figures
 
 
 def read_lines(stream: Iterable[str], source: str) -> Iterator[str]:

@@ -371,7 +371,10 @@ def eval_tables(payload: dict[str, Any]) -> list[RenderableType]:
         confusion.add_column(escape(name), justify="right")
     for name, counts in zip(names, payload["confusion_matrix"], strict=True):
         confusion.add_row(escape(name), *(f"{count:,}" for count in counts))
-    return [head, per_class, confusion]
+    checks = [f"{name.replace('_', '-')} {check['bar']:g} "
+              f"{'[green]passed[/]' if check['passed'] else '[bold red]failed[/]'}"
+              for name, check in payload.get("checks", {}).items()]
+    return [head, per_class, confusion, *(["checks: " + ", ".join(checks)] if checks else [])]
 
 
 def cell_panels(rows: list[dict[str, Any]]) -> list[RenderableType]:
