@@ -306,3 +306,51 @@ def test_quality_checks_and_the_failure_line():
     assert str(failure.value) == "accuracy 0.849996 is below --min-accuracy 0.85"
     assert failure.value.exit_code == 1
     assert quality_checks(report, {"min_accuracy": None, "min_f1": None}) == {}
+
+
+def test_eval_scores_a_data_file_in_full(tiny_file, tmp_path):
+    """A file given with --dataset is scored whole (no --split needed); --max-eval-samples N
+    is eval's own cap, and 0 means every row."""
+    train_tiny(tiny_file, tmp_path / "run", "--max-eval-samples", "5")
+    other = write_jsonl(tmp_path / "other.jsonl", make_reviews(40, seed=3))
+    whole = invoke("eval", "--dataset", str(other), "--json")
+    assert whole.exit_code == 0, whole.output
+    report = json.loads(whole.stdout)
+    assert (report["split"], report["examples"], report["split_rows"]) == ("all", 40, 40)
+    assert sum(map(sum, report["confusion_matrix"])) == 40
+
+    human = invoke("eval", "--dataset", str(other))
+    assert human.stdout.splitlines()[0].startswith(f"{other}: all 40 rows scored, accuracy")
+    capped = invoke("eval", "--dataset", str(other), "--max-eval-samples", "10")
+    assert capped.stdout.splitlines()[0].startswith(
+        f"{other}: 10 of 40 rows (--max-eval-samples) scored")
+    capped = json.loads(invoke("eval", "--dataset", str(other), "--max-eval-samples", "10",
+                               "--json").stdout)
+    assert (capped["examples"], capped["split_rows"]) == (10, 40)
+    everything = json.loads(invoke("eval", "--dataset", str(other), "--max-eval-samples", "0",
+                                   "--json").stdout)
+    assert everything["examples"] == 40
+    # The training file itself, named again: every one of its rows.
+    assert json.loads(invoke("eval", "--dataset", str(tiny_file), "--json").stdout)[
+        "examples"] == 120
+
+
+def test_eval_of_the_runs_validation_split_ignores_the_runs_cap(tiny_file, tmp_path):
+    """Training capped validation at 5 rows; eval scores all the carved rows unless given the
+    same cap, which reproduces exactly the rows (and the accuracy) training validated on."""
+    summary = json.loads(train_tiny(tiny_file, tmp_path / "run", "--max-eval-samples", "5",
+                                    "--json").stdout)
+    full = json.loads(invoke("eval", "--split", "validation", "--json").stdout)
+    assert (full["examples"], full["split_rows"]) == (12, 12)  # 10% of 120, uncapped
+    same = json.loads(invoke("eval", "--split", "validation", "--max-eval-samples", "5",
+                             "--json").stdout)
+    assert (same["examples"], same["split_rows"]) == (5, 12)
+    assert same["accuracy"] == pytest.approx(summary["best_val_accuracy"])
+
+
+def test_eval_split_errors(tiny_file, tmp_path):
+    train_tiny(tiny_file, tmp_path / "run")
+    assert_clean_error(invoke("eval", "--split", "dev"), "unknown split 'dev'", "all")
+    assert_clean_error(invoke("eval", "--dataset", "sample", "--split", "all"),
+                       "--split all", "named dataset", "train, validation, test")
+    assert_clean_error(invoke("eval", "--max-eval-samples", "-1"), "max_eval_samples", ">= 0")

@@ -76,7 +76,7 @@ LabelColumnOpt = Annotated[str | None, typer.Option(
 ThresholdOpt = Annotated[float | None, typer.Option(
     "--positive-threshold", help="Star ratings: a rating >= this is positive.")]
 MaxEvalOpt = Annotated[int | None, typer.Option(
-    "--max-eval-samples", help="Cap validation/test examples (seeded subsample).")]
+    "--max-eval-samples", help="Cap validation/test examples (seeded subsample); 0: all.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object for machines.")]
 ModelDirOpt = Annotated[str | None, typer.Option(
     "--model", "-m", help="Run directory written by `lstm train` (default: the latest run).")]

@@ -355,8 +355,14 @@ def explain_renderables(payload: dict[str, Any], width: int = 80) -> list[Render
 
 def eval_tables(payload: dict[str, Any]) -> list[RenderableType]:
     names = payload["label_names"]
-    head = (f"{escape(payload['dataset'])} {payload['split']}: {payload['examples']:,} examples, "
-            f"accuracy [bold]{payload['accuracy']:.4f}[/], macro F1 {payload['macro_f1']:.4f}")
+    # The first line says what was scored: which rows, and how many of how many.
+    where = escape(payload["dataset"]) + ("" if payload["split"] == "all" else
+                                          f" {payload['split']}")
+    scored, available = payload["examples"], payload.get("split_rows", payload["examples"])
+    rows = (f"all {scored:,} rows" if scored == available else
+            f"{scored:,} of {available:,} rows (--max-eval-samples)")
+    head = (f"{where}: {rows} scored, accuracy [bold]{payload['accuracy']:.4f}[/], "
+            f"macro F1 {payload['macro_f1']:.4f}")
     per_class = Table(title="Per class", title_justify="left")
     for column in ("label", "precision", "recall", "F1", "support"):
         per_class.add_column(column, justify="right")
