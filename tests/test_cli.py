@@ -354,3 +354,16 @@ def test_eval_split_errors(tiny_file, tmp_path):
     assert_clean_error(invoke("eval", "--dataset", "sample", "--split", "all"),
                        "--split all", "named dataset", "train, validation, test")
     assert_clean_error(invoke("eval", "--max-eval-samples", "-1"), "max_eval_samples", ">= 0")
+
+
+def test_short_help_on_the_app_and_every_command():
+    import typer
+
+    commands = sorted(typer.main.get_command(app).commands)
+    assert {"train", "eval", "predict", "cells", "datasets"} <= set(commands)
+    for args in ([], *([name] for name in commands)):
+        short, long = invoke(*args, "-h"), invoke(*args, "--help")
+        assert short.exit_code == 0, (args, short.output)
+        assert short.output == long.output
+        assert "Usage:" in short.output
+        assert re.search(r"--help +-h +Show this message", short.output), short.output
