@@ -367,3 +367,13 @@ def test_short_help_on_the_app_and_every_command():
         assert short.output == long.output
         assert "Usage:" in short.output
         assert re.search(r"--help +-h +Show this message", short.output), short.output
+
+
+def test_a_terminal_keeps_the_live_display():
+    from rich.console import Console
+
+    from lstmcli.ui.render import TrainDisplay
+
+    terminal = Console(file=io.StringIO(), force_terminal=True)
+    assert TrainDisplay(terminal, terminal).plain is False
+    assert TrainDisplay(terminal, Console(file=io.StringIO())).plain is True
