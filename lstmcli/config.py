@@ -83,10 +83,13 @@ class DataConfig:
         _positive("max_len", self.max_len)
         _positive("vocab_size", self.vocab_size)
         _positive("min_freq", self.min_freq)
-        for name in ("max_train_samples", "max_eval_samples"):
-            value = getattr(self, name)
-            if value is not None:
-                _positive(name, value)
+        if self.max_train_samples is not None:
+            _positive("max_train_samples", self.max_train_samples)
+        # 0 means every row: a way to lift a cap that a config file or a run set.
+        if self.max_eval_samples is not None and self.max_eval_samples < 0:
+            raise ConfigError(
+                f"max_eval_samples must be >= 0 (0: all rows), got {self.max_eval_samples}"
+            )
 
 
 @dataclass

@@ -21,6 +21,15 @@ class CheckpointError(LstmError):
     """A run directory that is missing, incomplete or written by an incompatible version."""
 
 
+class CheckFailed(LstmError):
+    """A quality gate (`lstm eval --min-accuracy`, `--min-f1`) that the model does not pass.
+
+    Exit code 1, not 2: the input was fine, the model is not good enough, and a CI job should
+    tell the two apart."""
+
+    exit_code = 1
+
+
 class TrainingDiverged(LstmError):
     """The loss or a gradient became NaN/Inf; the last good checkpoint is kept."""
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -213,3 +215,165 @@ def test_version_and_help():
     help_text = invoke("--help").output
     for command in ("train", "eval", "predict", "cells", "datasets"):
         assert command in help_text
+
+
+def test_train_logs_one_plain_line_per_epoch_when_stderr_is_not_a_terminal(
+        tiny_file, tmp_path, monkeypatch):
+    """In CI (stderr piped) each epoch's row is written as soon as the epoch ends, before the
+    next one starts; no progress bar, and the summary tables still go to stdout."""
+    from rich.console import Console
+
+    from lstmcli.ui.render import TrainDisplay
+
+    events: list[str] = []
+
+    class Log(io.StringIO):
+        def write(self, text: str) -> int:
+            events.extend(f"line {line}" for line in text.splitlines() if line.strip())
+            return super().write(text)
+
+    log = Log()
+    # The command's stderr console, writing to a file that is not a terminal, as in CI.
+    monkeypatch.setattr(sys.modules["lstmcli.cli.train"], "err", Console(file=log, soft_wrap=True))
+    epoch_start = TrainDisplay.on_epoch_start
+
+    def recording_start(self, epoch: int, steps: int) -> None:
+        events.append(f"start {epoch}")
+        epoch_start(self, epoch, steps)
+
+    monkeypatch.setattr(TrainDisplay, "on_epoch_start", recording_start)
+    result = train_tiny(tiny_file, tmp_path / "run")
+    rows = [event for event in events if event.startswith("line epoch ")]
+    assert [row.split()[2] for row in rows] == ["1/3", "2/3", "3/3"]
+    for row in rows:
+        assert re.fullmatch(r"line epoch \d/3  loss \d\.\d{4}  acc \d\.\d{4}  val_loss \d\.\d{4}  "
+                            r"val_acc \d\.\d{4}  grad_norm \d+\.\d{3}  tok/s [\d,]+( {2}\*)?",
+                            row), row
+    order = [event for event in events if event.startswith(("start", "line epoch"))]
+    assert order == ["start 1", rows[0], "start 2", rows[1], "start 3", rows[2]]
+    assert "━" not in log.getvalue()  # no progress bar
+    assert "Training" in result.stdout and "best epoch" in result.stdout
+
+
+def test_eval_quality_gates(tiny_file, tmp_path):
+    """--min-accuracy / --min-f1: the full report, then exit 1 and one line when below the bar."""
+    train_tiny(tiny_file, tmp_path / "run")
+    passed = invoke("eval", "--split", "validation", "--json", "--min-accuracy", "0",
+                    "--min-f1", "0")
+    assert passed.exit_code == 0, passed.output
+    checks = json.loads(passed.stdout)["checks"]
+    assert checks["min_accuracy"]["bar"] == 0 and checks["min_accuracy"]["passed"] is True
+    assert set(checks) == {"min_accuracy", "min_f1"}
+    assert "checks" not in json.loads(invoke("eval", "--split", "validation", "--json").stdout)
+
+    # Labels swapped: the model now scores below any bar near 1.
+    flipped = [{**row, "label": "negative" if row["label"] == "positive" else "positive"}
+               for row in make_reviews(40, seed=5)]
+    data = write_jsonl(tmp_path / "flipped.jsonl", flipped)
+    failed = invoke("eval", "--dataset", str(data), "--split", "train", "--json",
+                    "--min-accuracy", "0.99")
+    assert failed.exit_code == 1
+    report = json.loads(failed.stdout)
+    check = report["checks"]["min_accuracy"]
+    assert check == {"bar": 0.99, "value": report["accuracy"], "passed": False}
+    assert failed.stderr.strip() == (f"error: accuracy {report['accuracy']:.4f} is below "
+                                     "--min-accuracy 0.99")
+    human = invoke("eval", "--dataset", str(data), "--split", "train", "--min-f1", "0.99")
+    assert human.exit_code == 1
+    assert "Confusion matrix" in human.stdout and "min-f1 0.99 failed" in human.stdout
+    assert human.stderr.startswith("error: macro F1 ") and "--min-f1 0.99" in human.stderr
+    assert len(human.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("flag, value", [("--min-accuracy", "1.5"), ("--min-f1", "-0.1"),
+                                         ("--min-accuracy", "nan")])
+def test_eval_gate_outside_zero_one_is_a_usage_error(flag, value, tmp_path):
+    result = invoke("eval", "--model", str(tmp_path / "nope"), flag, value)
+    assert_clean_error(result, flag, "outside [0, 1]")
+    assert result.exit_code == 2
+
+
+def test_quality_checks_and_the_failure_line():
+    from lstmcli.errors import CheckFailed
+    from lstmcli.inference.metrics import enforce_checks, quality_checks
+
+    report = {"accuracy": 0.849996, "macro_f1": 0.9}
+    checks = quality_checks(report, {"min_accuracy": 0.85, "min_f1": 0.9})
+    assert checks["min_f1"]["passed"] is True  # equal to the bar passes
+    with pytest.raises(CheckFailed) as failure:
+        enforce_checks(checks)
+    # 0.8500 would read as passing: more digits then.
+    assert str(failure.value) == "accuracy 0.849996 is below --min-accuracy 0.85"
+    assert failure.value.exit_code == 1
+    assert quality_checks(report, {"min_accuracy": None, "min_f1": None}) == {}
+
+
+def test_eval_scores_a_data_file_in_full(tiny_file, tmp_path):
+    """A file given with --dataset is scored whole (no --split needed); --max-eval-samples N
+    is eval's own cap, and 0 means every row."""
+    train_tiny(tiny_file, tmp_path / "run", "--max-eval-samples", "5")
+    other = write_jsonl(tmp_path / "other.jsonl", make_reviews(40, seed=3))
+    whole = invoke("eval", "--dataset", str(other), "--json")
+    assert whole.exit_code == 0, whole.output
+    report = json.loads(whole.stdout)
+    assert (report["split"], report["examples"], report["split_rows"]) == ("all", 40, 40)
+    assert sum(map(sum, report["confusion_matrix"])) == 40
+
+    human = invoke("eval", "--dataset", str(other))
+    assert human.stdout.splitlines()[0].startswith(f"{other}: all 40 rows scored, accuracy")
+    capped = invoke("eval", "--dataset", str(other), "--max-eval-samples", "10")
+    assert capped.stdout.splitlines()[0].startswith(
+        f"{other}: 10 of 40 rows (--max-eval-samples) scored")
+    capped = json.loads(invoke("eval", "--dataset", str(other), "--max-eval-samples", "10",
+                               "--json").stdout)
+    assert (capped["examples"], capped["split_rows"]) == (10, 40)
+    everything = json.loads(invoke("eval", "--dataset", str(other), "--max-eval-samples", "0",
+                                   "--json").stdout)
+    assert everything["examples"] == 40
+    # The training file itself, named again: every one of its rows.
+    assert json.loads(invoke("eval", "--dataset", str(tiny_file), "--json").stdout)[
+        "examples"] == 120
+
+
+def test_eval_of_the_runs_validation_split_ignores_the_runs_cap(tiny_file, tmp_path):
+    """Training capped validation at 5 rows; eval scores all the carved rows unless given the
+    same cap, which reproduces exactly the rows (and the accuracy) training validated on."""
+    summary = json.loads(train_tiny(tiny_file, tmp_path / "run", "--max-eval-samples", "5",
+                                    "--json").stdout)
+    full = json.loads(invoke("eval", "--split", "validation", "--json").stdout)
+    assert (full["examples"], full["split_rows"]) == (12, 12)  # 10% of 120, uncapped
+    same = json.loads(invoke("eval", "--split", "validation", "--max-eval-samples", "5",
+                             "--json").stdout)
+    assert (same["examples"], same["split_rows"]) == (5, 12)
+    assert same["accuracy"] == pytest.approx(summary["best_val_accuracy"])
+
+
+def test_eval_split_errors(tiny_file, tmp_path):
+    train_tiny(tiny_file, tmp_path / "run")
+    assert_clean_error(invoke("eval", "--split", "dev"), "unknown split 'dev'", "all")
+    assert_clean_error(invoke("eval", "--dataset", "sample", "--split", "all"),
+                       "--split all", "named dataset", "train, validation, test")
+    assert_clean_error(invoke("eval", "--max-eval-samples", "-1"), "max_eval_samples", ">= 0")
+
+
+def test_short_help_on_the_app_and_every_command():
+    import typer
+
+    commands = sorted(typer.main.get_command(app).commands)
+    assert {"train", "eval", "predict", "cells", "datasets"} <= set(commands)
+    for args in ([], *([name] for name in commands)):
+        short, long = invoke(*args, "-h"), invoke(*args, "--help")
+        assert short.exit_code == 0, (args, short.output)
+        assert short.output == long.output
+        assert "Usage:" in short.output
+        assert re.search(r"--help +-h +Show this message", short.output), short.output
+
+
+def test_a_terminal_keeps_the_live_display():
+    from rich.console import Console
+
+    from lstmcli.ui.render import TrainDisplay
+
+    terminal = Console(file=io.StringIO(), force_terminal=True)
+    assert TrainDisplay(terminal, terminal).plain is False
+    assert TrainDisplay(terminal, Console(file=io.StringIO())).plain is True

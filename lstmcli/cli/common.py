@@ -19,6 +19,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Every command inherits these from the app's context: `lstm train -h` as well as `lstm -h`.
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -76,7 +78,7 @@ LabelColumnOpt = Annotated[str | None, typer.Option(
 ThresholdOpt = Annotated[float | None, typer.Option(
     "--positive-threshold", help="Star ratings: a rating >= this is positive.")]
 MaxEvalOpt = Annotated[int | None, typer.Option(
-    "--max-eval-samples", help="Cap validation/test examples (seeded subsample).")]
+    "--max-eval-samples", help="Cap validation/test examples (seeded subsample); 0: all.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object for machines.")]
 ModelDirOpt = Annotated[str | None, typer.Option(
     "--model", "-m", help="Run directory written by `lstm train` (default: the latest run).")]

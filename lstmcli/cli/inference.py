@@ -16,11 +16,11 @@ from lstmcli.cli.common import (
     DatasetOpt,
     JsonOpt,
     LabelColumnOpt,
-    MaxEvalOpt,
     ModelDirOpt,
     TextColumnOpt,
     ThresholdOpt,
     app,
+    err,
     handles_errors,
     out,
     print_json,
@@ -38,6 +38,8 @@ def eval_data_config(
                           val_fraction=run_data.val_fraction)
     else:
         data = DataConfig(**vars(run_data))
+    # The run's cap was for training's speed: eval scores every row unless told otherwise.
+    data.max_eval_samples = None
     apply_overrides(data, overrides)
     data.validate()
     return data
@@ -48,39 +50,58 @@ def eval_data_config(
 def eval_command(
     model: ModelDirOpt = None,
     dataset: DatasetOpt = None,
-    split: Annotated[str, typer.Option(
-        "--split", help="train, validation or test.")] = "test",
+    split: Annotated[str | None, typer.Option(
+        "--split", help="train, validation or test \\[default: test]; a data file given with "
+        "--dataset is scored whole (all) unless --split names a part.", show_default=False)]
+    = None,
     data_dir: DataDirOpt = None,
     text_column: TextColumnOpt = None,
     label_column: LabelColumnOpt = None,
     positive_threshold: ThresholdOpt = None,
-    max_eval_samples: MaxEvalOpt = None,
+    max_eval_samples: Annotated[int | None, typer.Option(
+        "--max-eval-samples", help="Score a seeded, stratified subset of this many rows; 0 or "
+        "absent: every row (the run's own cap is not reused).")] = None,
     device: Annotated[str, typer.Option("--device", help="auto|cpu|cuda")] = "cpu",
+    min_accuracy: Annotated[float | None, typer.Option(
+        "--min-accuracy", help="Exit 1 (after the report) when accuracy is below this fraction.")]
+    = None,
+    min_f1: Annotated[float | None, typer.Option(
+        "--min-f1", help="Exit 1 (after the report) when macro F1 is below this fraction.")]
+    = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Accuracy, per-class precision/recall/F1 and the confusion matrix of a trained run."""
-    from lstmcli.data.splits import load_eval_split
+    """Accuracy, per-class precision/recall/F1 and the confusion matrix of a trained run;
+    --min-accuracy / --min-f1 make it a quality gate."""
+    from lstmcli.data.splits import eval_split_for, load_eval_rows
     from lstmcli.device import resolve_device
-    from lstmcli.inference.metrics import evaluate
+    from lstmcli.inference.metrics import enforce_checks, evaluate, quality_checks, validate_bars
     from lstmcli.inference.predictor import Predictor
     from lstmcli.ui.render import eval_tables
 
-    if split not in ("train", "validation", "test"):
-        raise DataError(f"unknown split {split!r}; choose train, validation or test")
+    bars = {"min_accuracy": min_accuracy, "min_f1": min_f1}
+    validate_bars(bars)  # a bad bar is a usage error before the model is even loaded
+    split = eval_split_for(dataset, split)
     predictor = Predictor.from_run(model, str(resolve_device(device)))
     run_config = predictor.run.config
     data = eval_data_config(run_config.data, dataset, dict(
         data_dir=data_dir, text_column=text_column, label_column=label_column,
         positive_threshold=positive_threshold, max_eval_samples=max_eval_samples))
-    texts = load_eval_split(data, split, predictor.label_names, seed=run_config.train.seed)
-    report = evaluate(predictor, texts.texts, texts.labels)
+    loaded = load_eval_rows(data, split, predictor.label_names, seed=run_config.train.seed)
+    rows = loaded.rows
+    report = evaluate(predictor, rows.texts, rows.labels)
     payload = {"run_dir": str(predictor.run_dir), "dataset": data.dataset, "split": split,
-               **report.to_dict()}
+               **report.to_dict(), "split_rows": loaded.available}
+    checks = quality_checks(payload, bars)
+    if checks:
+        payload["checks"] = checks
     if as_json:
         print_json(payload)
     else:
+        for note in loaded.notes:
+            err.print(f"[yellow]note:[/] {escape(note)}")
         for renderable in eval_tables(payload):
             out.print(renderable)
+    enforce_checks(checks)  # after the report, so that a failed gate still shows the figures
 
 
 def read_lines(stream: Iterable[str], source: str) -> Iterator[str]:

@@ -5,8 +5,9 @@
 reproducing the validation rows that training carved from train. The data comes from a registered
 dataset (:mod:`lstmcli.data.registry`) or local files (:mod:`lstmcli.data.files`).
 
-Randomness (the carved validation split, ``--max-*-samples`` subsets) depends only on the seed,
-the rows and which rows share a class, never on label ids, so training and evaluation agree.
+Randomness (the carved validation split, ``--max-*-samples`` subsets, :mod:`lstmcli.data.sampling`)
+depends only on the seed, the rows and which rows share a class, never on label ids, so training
+and evaluation agree.
 """
 
 from __future__ import annotations
@@ -31,22 +32,28 @@ from lstmcli.data.registry import (
     lookup,
     named_source,
 )
+from lstmcli.data.sampling import rng, stratified
 from lstmcli.errors import ConfigError, DataError
 
 __all__ = [
     "SPLITS",
     "DatasetInfo",
     "DatasetSplits",
+    "EVAL_SPLITS",
+    "EvalSplit",
     "TextColumn",
     "TextSplit",
     "dataset_registry",
+    "eval_split_for",
+    "is_data_file",
+    "load_eval_rows",
     "load_eval_split",
     "load_splits",
     "local_copy_dir",
 ]
 
-# One random stream per purpose, so that e.g. --max-train-samples never moves validation rows.
-_STREAMS = {"carve": 0, "train": 1, "validation": 2, "test": 3}
+# What `lstm eval` scores: a split, or "all", every row of a data file.
+EVAL_SPLITS = (*SPLITS, "all")
 
 
 @dataclass(frozen=True)
@@ -113,25 +120,66 @@ def load_splits(cfg: DataConfig, seed: int = 0) -> DatasetSplits:
     test = _load(source, "test", label_names, notes) if "test" in source.available else None
     if test is None:
         notes.append("no test split: no test accuracy (pass --test-file to add one)")
-    train = _cap(train, cfg.max_train_samples, seed, "train", "--max-train-samples", notes)
+    train = cap(train, cfg.max_train_samples, seed, "train", "--max-train-samples", notes)
     _require_two_classes(train, label_names, source, capped=cfg.max_train_samples is not None)
-    validation = _cap(validation, cfg.max_eval_samples, seed, "validation", "--max-eval-samples",
+    validation = cap(validation, cfg.max_eval_samples, seed, "validation", "--max-eval-samples",
                       notes)
     if test is not None:
-        test = _cap(test, cfg.max_eval_samples, seed, "test", "--max-eval-samples", notes)
+        test = cap(test, cfg.max_eval_samples, seed, "test", "--max-eval-samples", notes)
     return DatasetSplits(source.name, list(label_names), train, validation, test, notes)
 
 
-def load_eval_split(
+@dataclass(frozen=True)
+class EvalSplit:
+    """The rows `lstm eval` scores, how many the split had before --max-eval-samples, and notes
+    for the CLI to print (skipped rows, label aliases, the cap)."""
+
+    rows: TextSplit
+    available: int
+    notes: list[str]
+
+
+def is_data_file(dataset: str) -> bool:
+    """Whether --dataset names a local file rather than a registered dataset."""
+    if lookup(dataset) is not None:
+        return False
+    return Path(dataset).suffix.lower() in SUPPORTED_SUFFIXES or Path(dataset).exists()
+
+
+def eval_split_for(dataset: str | None, split: str | None) -> str:
+    """The split `lstm eval` scores: --split if given, else every row ("all") of a data file given
+    with --dataset (it was named to be scored, not carved), else "test"."""
+    if split is None:
+        return "all" if dataset is not None and is_data_file(dataset) else "test"
+    if split not in EVAL_SPLITS:
+        raise DataError(f"unknown split {split!r}; choose train, validation, test, or all (every "
+                        "row of a data file given with --dataset)")
+    return split
+
+
+def load_eval_rows(
     cfg: DataConfig, split: str, label_names: list[str], seed: int = 0
-) -> TextSplit:
+) -> EvalSplit:
     """One split for evaluating a trained model, its labels mapped onto the model's label names.
 
     "validation" on data without one is the rows training carved (same seed and val_fraction);
-    "train" on such data is the rest. cfg.max_eval_samples caps the split.
+    "train" on such data is the rest; "all" is every usable row of the data file cfg.dataset.
+    cfg.max_eval_samples (None or 0: no cap) caps the split, with the same seeded draw as
+    training, so the run's own capped validation rows can be reproduced.
     """
-    if split not in SPLITS:
-        raise DataError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
+    if split not in EVAL_SPLITS:
+        raise DataError(f"unknown split {split!r}; choose one of: {', '.join(EVAL_SPLITS)}")
+    notes: list[str] = []
+    if split == "all":
+        if not is_data_file(cfg.dataset):
+            raise DataError(
+                f"--split all scores every row of a data file, and {cfg.dataset} is a named "
+                f"dataset; choose one of: {', '.join(SPLITS)}"
+            )
+        cfg.validate()
+        source = _file_source(cfg, cfg.dataset)
+        rows = _load(source, "all", label_names, notes, known_by="the model")
+        return _capped_eval(rows, cfg, seed, split, notes)
     source = open_source(cfg)
     carved = "validation" not in source.available
     present = [s for s in SPLITS if s in source.available or (s == "validation" and carved)]
@@ -139,14 +187,27 @@ def load_eval_split(
         raise DataError(
             f"{source.name} has no {split} split; choose one of: {', '.join(present)}"
         )
-    notes: list[str] = []
     if split in source.available and not (split == "train" and carved):
         rows = _load(source, split, label_names, notes, known_by="the model")
     else:
         train = _load(source, "train", label_names, notes, known_by="the model")
         train, validation = _carve(train, cfg.val_fraction, seed, source)
         rows = validation if split == "validation" else train
-    return _cap(rows, cfg.max_eval_samples, seed, split, "--max-eval-samples", notes)
+    return _capped_eval(rows, cfg, seed, split, notes)
+
+
+def _capped_eval(
+    rows: TextSplit, cfg: DataConfig, seed: int, split: str, notes: list[str]
+) -> EvalSplit:
+    capped = cap(rows, cfg.max_eval_samples, seed, split, "--max-eval-samples", notes)
+    return EvalSplit(capped, len(rows), notes)
+
+
+def load_eval_split(
+    cfg: DataConfig, split: str, label_names: list[str], seed: int = 0
+) -> TextSplit:
+    """The rows of :func:`load_eval_rows` alone."""
+    return load_eval_rows(cfg, split, label_names, seed).rows
 
 
 def open_source(cfg: DataConfig) -> Source:
@@ -296,7 +357,7 @@ def _require_two_classes(
 
 
 # ---------------------------------------------------------------------------------------------
-# Seeded, stratified selection
+# Seeded, stratified selection (the draws themselves: lstmcli.data.sampling)
 
 
 def _carve(
@@ -304,7 +365,7 @@ def _carve(
 ) -> tuple[TextSplit, TextSplit]:
     """Split train into (train, validation); every class keeps at least one training row."""
     target = min(max(1, round(len(train) * fraction)), len(train) - 1)
-    chosen = _stratified(train.labels, target, _rng(seed, "carve"), leave_one=True)
+    chosen = stratified(train.labels, target, rng(seed, "carve"), leave_one=True)
     if chosen.size == 0:
         raise DataError(
             f"{source.name} train has too few rows ({len(train):,}) to carve a validation split "
@@ -315,45 +376,13 @@ def _carve(
     return train.subset(np.flatnonzero(keep)), train.subset(chosen)
 
 
-def _cap(
+def cap(
     split: TextSplit, limit: int | None, seed: int, name: str, flag: str, notes: list[str]
 ) -> TextSplit:
-    """At most `limit` rows, drawn stratified; unchanged when it is already small enough."""
-    if limit is None or limit >= len(split):
+    """At most `limit` rows, drawn stratified; unchanged when it is already small enough, or
+    when limit is None or 0 (0 spells "no cap" on the command line)."""
+    if not limit or limit >= len(split):
         return split
-    chosen = _stratified(split.labels, limit, _rng(seed, name), leave_one=False)
+    chosen = stratified(split.labels, limit, rng(seed, name), leave_one=False)
     notes.append(f"{name}: {limit:,} of {len(split):,} rows ({flag}, stratified, seed {seed})")
     return split.subset(chosen)
-
-
-def _rng(seed: int, purpose: str) -> np.random.Generator:
-    return np.random.default_rng([seed % 2**64, _STREAMS[purpose]])
-
-
-def _stratified(
-    labels: np.ndarray, n: int, rng: np.random.Generator, leave_one: bool
-) -> np.ndarray:
-    """Sorted indices of about n rows, each class in proportion to its size.
-
-    Classes are visited in order of first appearance in one random permutation, so the choice
-    does not depend on which id a class has. leave_one keeps one row of every class unchosen;
-    otherwise every class gets at least one row when n allows.
-    """
-    order = rng.permutation(len(labels))
-    shuffled = labels[order]
-    classes, first = np.unique(shuffled, return_index=True)
-    classes = classes[np.argsort(first)]
-    counts = np.array([np.count_nonzero(shuffled == c) for c in classes])
-    caps = counts - 1 if leave_one else counts
-    exact = counts * n / counts.sum()
-    quotas = np.minimum(np.floor(exact).astype(np.int64), caps)
-    if not leave_one and n >= len(classes):
-        quotas = np.maximum(quotas, 1)
-    # Hand out the rows that flooring lost, largest remainder first; take back from the largest.
-    while quotas.sum() < n and (quotas < caps).any():
-        remainder = np.where(quotas < caps, exact - quotas, -np.inf)
-        quotas[np.argmax(remainder)] += 1
-    while quotas.sum() > n:
-        quotas[np.argmax(quotas)] -= 1
-    picked = [order[shuffled == c][:q] for c, q in zip(classes, quotas, strict=True)]
-    return np.sort(np.concatenate(picked))

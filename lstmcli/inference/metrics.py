@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lstmcli.errors import DataError
+from lstmcli.errors import CheckFailed, ConfigError, DataError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -72,3 +72,49 @@ def evaluate(predictor: Predictor, texts: Sequence[str], labels: np.ndarray) -> 
         raise DataError("the evaluation split has no examples; choose another --split or dataset")
     predicted = predictor.probabilities(texts).argmax(axis=1)
     return classification_report(np.asarray(labels), predicted, predictor.label_names)
+
+
+# Quality gates of `lstm eval`: check name -> (report key, how the figure is named, the flag).
+GATES = {
+    "min_accuracy": ("accuracy", "accuracy", "--min-accuracy"),
+    "min_f1": ("macro_f1", "macro F1", "--min-f1"),
+}
+
+
+def validate_bars(bars: dict[str, float | None]) -> None:
+    """Refuse a bar outside [0, 1] (NaN included) before any work is done."""
+    for name, bar in bars.items():
+        if bar is not None and not 0.0 <= bar <= 1.0:
+            flag = GATES[name][2]
+            raise ConfigError(f"{flag} {bar:g} is outside [0, 1]; pass a fraction such as "
+                              f"{flag} 0.85")
+
+
+def quality_checks(report: dict[str, Any], bars: dict[str, float | None]) -> dict[str, Any]:
+    """Each bar given, with the report's figure and whether it passed (a figure equal to the bar
+    passes); an empty dict when no bar is given."""
+    validate_bars(bars)
+    checks = {}
+    for name, bar in bars.items():
+        if bar is not None:
+            value = report[GATES[name][0]]
+            checks[name] = {"bar": bar, "value": value, "passed": bool(value >= bar)}
+    return checks
+
+
+def enforce_checks(checks: dict[str, Any]) -> None:
+    """Raise CheckFailed naming every figure below its bar, on one line."""
+    failures = [
+        f"{GATES[name][1]} {_shown(check['value'], check['bar'])} is below {GATES[name][2]} "
+        f"{check['bar']:g}"
+        for name, check in checks.items() if not check["passed"]
+    ]
+    if failures:
+        raise CheckFailed("; ".join(failures))
+
+
+def _shown(value: float, bar: float) -> str:
+    """Four decimals, or more where four would round the value up to the bar (0.84996 -> 0.85
+    would read as passing)."""
+    text = f"{value:.4f}"
+    return text if float(text) < bar else f"{value:.10g}"

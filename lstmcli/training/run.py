@@ -239,6 +239,7 @@ def _start_info(
         "vocab_size": config.model.vocab_size,
         "parameters": sum(p.numel() for p in model.parameters()),
         "cell": config.model.cell,
+        "epochs": config.train.epochs,
         "diagnostics": config.train.diagnostics,
         "notes": list(splits.notes),
     }

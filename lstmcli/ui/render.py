@@ -21,12 +21,18 @@ from lstmcli.ui.plots import terminal_plot
 
 class TrainDisplay(Callbacks):
     """A progress bar per epoch above two tables that grow by one row per epoch: the training
-    metrics and the gradient diagnostics."""
+    metrics and the gradient diagnostics.
+
+    When stderr is not a terminal (a CI log, a pipe) the live display is transient and would
+    show nothing until training ends, so each epoch is instead one plain line, written as soon as
+    the epoch ends."""
 
     def __init__(self, out: Console, err: Console, quiet: bool = False) -> None:
         self.out = out
         self.err = err
         self.quiet = quiet
+        self.plain = not err.is_terminal
+        self.epochs: int | None = None
         self.progress = Progress(
             TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(),
@@ -62,6 +68,9 @@ class TrainDisplay(Callbacks):
         for note in info["notes"]:
             self.err.print(f"[yellow]note:[/] {escape(note)}")
         self.err.print(f"run directory: {escape(info['run_dir'])}")
+        self.epochs = info.get("epochs")
+        if self.plain:
+            return
         self.diagnostics = info.get("diagnostics", True)
         shown = (self.table, self.gradients) if self.diagnostics else (self.table,)
         self.live = Live(Group(*shown, self.progress), console=self.err,
@@ -69,16 +78,22 @@ class TrainDisplay(Callbacks):
         self.live.start()
 
     def on_epoch_start(self, epoch: int, steps: int) -> None:
+        if self.quiet or self.plain:
+            return
         if self.task is not None:
             self.progress.remove_task(self.task)
         self.task = self.progress.add_task("train", total=steps, epoch=epoch, loss=0.0)
 
     def on_step(self, step: int, loss: float) -> None:
-        self.progress.update(self.task, completed=step, loss=loss)
+        if self.task is not None:
+            self.progress.update(self.task, completed=step, loss=loss)
 
     def on_epoch_end(self, row: dict[str, Any]) -> None:
         add_epoch_row(self.table, row)
         add_gradient_row(self.gradients, row, self.cell)
+        if self.plain and not self.quiet:
+            self.err.print(epoch_line(row, self.epochs), markup=False, highlight=False)
+            self.err.file.flush()  # a CI log shows the line now, not when the buffer fills
 
     def summary(self, summary: dict[str, Any]) -> None:
         if self.live is not None:
@@ -109,6 +124,16 @@ def epoch_table() -> Table:
                    "clip", "tok/s"):
         table.add_column(column, justify="right")
     return table
+
+
+def epoch_line(row: dict[str, Any], epochs: int | None = None) -> str:
+    """An epoch as one plain log line: `epoch 3/10  loss 0.4123  acc 0.8120  ...  *`."""
+    of = f"/{epochs}" if epochs else ""
+    line = (f"epoch {row['epoch']}{of}  loss {row['train_loss']:.4f}  "
+            f"acc {row['train_accuracy']:.4f}  val_loss {row['val_loss']:.4f}  "
+            f"val_acc {row['val_accuracy']:.4f}  grad_norm {row['grad_norm_mean']:.3f}  "
+            f"tok/s {row['tokens_per_second']:,.0f}")
+    return line + ("  *" if row["best"] else "")
 
 
 def add_epoch_row(table: Table, row: dict[str, Any]) -> None:
@@ -330,8 +355,14 @@ def explain_renderables(payload: dict[str, Any], width: int = 80) -> list[Render
 
 def eval_tables(payload: dict[str, Any]) -> list[RenderableType]:
     names = payload["label_names"]
-    head = (f"{escape(payload['dataset'])} {payload['split']}: {payload['examples']:,} examples, "
-            f"accuracy [bold]{payload['accuracy']:.4f}[/], macro F1 {payload['macro_f1']:.4f}")
+    # The first line says what was scored: which rows, and how many of how many.
+    where = escape(payload["dataset"]) + ("" if payload["split"] == "all" else
+                                          f" {payload['split']}")
+    scored, available = payload["examples"], payload.get("split_rows", payload["examples"])
+    rows = (f"all {scored:,} rows" if scored == available else
+            f"{scored:,} of {available:,} rows (--max-eval-samples)")
+    head = (f"{where}: {rows} scored, accuracy [bold]{payload['accuracy']:.4f}[/], "
+            f"macro F1 {payload['macro_f1']:.4f}")
     per_class = Table(title="Per class", title_justify="left")
     for column in ("label", "precision", "recall", "F1", "support"):
         per_class.add_column(column, justify="right")
@@ -346,7 +377,10 @@ def eval_tables(payload: dict[str, Any]) -> list[RenderableType]:
         confusion.add_column(escape(name), justify="right")
     for name, counts in zip(names, payload["confusion_matrix"], strict=True):
         confusion.add_row(escape(name), *(f"{count:,}" for count in counts))
-    return [head, per_class, confusion]
+    checks = [f"{name.replace('_', '-')} {check['bar']:g} "
+              f"{'[green]passed[/]' if check['passed'] else '[bold red]failed[/]'}"
+              for name, check in payload.get("checks", {}).items()]
+    return [head, per_class, confusion, *(["checks: " + ", ".join(checks)] if checks else [])]
 
 
 def cell_panels(rows: list[dict[str, Any]]) -> list[RenderableType]:
