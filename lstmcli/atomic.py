@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from lstmcli.jsonout import finite
+
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Write through ``write`` to a new temporary file beside ``path`` (a unique name, created
@@ -28,5 +30,6 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
-    data = (json.dumps(payload, indent=2) + "\n").encode("utf-8")
+    # Strict JSON: a NaN figure is written as null, never as the invalid token NaN.
+    data = (json.dumps(finite(payload), indent=2, allow_nan=False) + "\n").encode("utf-8")
     atomic_write(path, lambda handle: handle.write(data))

@@ -8,6 +8,7 @@ field matches is an error, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from typing import Any
 from lstmcli.errors import ConfigError
 from lstmcli.nn.cells import DEFAULT_CELL, cell_names, get_cell
 
+MAX_LR = 10.0  # beyond this no optimiser here trains; 1e38 overflowed into a traceback
+MAX_GATE_BIAS = 30.0  # sigmoid(30) is 1 in float32: larger biases change nothing
 POOLING_CHOICES = ("last", "mean", "max")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 ENGINE_CHOICES = ("auto", "numpy", "torch")  # `lstm predict --engine`
@@ -56,6 +59,9 @@ class ModelConfig:
         _positive("layers", self.layers)
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.gate_bias is not None and not -MAX_GATE_BIAS <= self.gate_bias <= MAX_GATE_BIAS:
+            raise ConfigError(f"gate_bias must be a number in [-{MAX_GATE_BIAS:g}, "
+                              f"{MAX_GATE_BIAS:g}], got {self.gate_bias}")
 
 
 @dataclass
@@ -78,6 +84,9 @@ class DataConfig:
     min_freq: int = 1
 
     def validate(self) -> None:
+        if self.positive_threshold is not None and not math.isfinite(self.positive_threshold):
+            raise ConfigError(f"positive_threshold must be a finite number, got "
+                              f"{self.positive_threshold}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         _positive("max_len", self.max_len)
@@ -110,10 +119,15 @@ class TrainConfig:
     def validate(self) -> None:
         _positive("epochs", self.epochs)
         _positive("batch_size", self.batch_size)
-        if self.lr <= 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr}")
-        if self.clip_norm < 0:
-            raise ConfigError(f"clip_norm must be >= 0 (0 disables clipping), got {self.clip_norm}")
+        # NaN fails every comparison, so each check is written to pass only for good values.
+        if not 0 < self.lr <= MAX_LR:
+            raise ConfigError(f"lr must be in (0, {MAX_LR:g}], got {self.lr}; Adam's usual "
+                              "range is 1e-4 to 1e-2")
+        if not 0 <= self.weight_decay <= 1:
+            raise ConfigError(f"weight_decay must be in [0, 1], got {self.weight_decay}")
+        if not 0 <= self.clip_norm < math.inf:
+            raise ConfigError(f"clip_norm must be a finite number >= 0 (0 disables clipping), "
+                              f"got {self.clip_norm}")
         if self.device not in DEVICE_CHOICES:
             raise ConfigError(
                 f"unknown device {self.device!r}; choose one of: {', '.join(DEVICE_CHOICES)}"

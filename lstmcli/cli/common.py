@@ -2,7 +2,6 @@
 
 
 import functools
-import json
 import sys
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
@@ -13,6 +12,7 @@ from rich.markup import escape
 
 from lstmcli import __version__
 from lstmcli.errors import LstmError
+from lstmcli.jsonout import dumps
 
 app = typer.Typer(
     help="Train, evaluate, diagnose and serve recurrent-network sentiment classifiers.",
@@ -85,6 +85,6 @@ ModelDirOpt = Annotated[str | None, typer.Option(
 
 
 def print_json(payload: Any) -> None:
-    sys.stdout.write(json.dumps(payload) + "\n")
+    sys.stdout.write(dumps(payload) + "\n")
     sys.stdout.flush()
 

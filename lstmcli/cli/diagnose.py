@@ -11,6 +11,7 @@ from rich.markup import escape
 from lstmcli.cli.common import JsonOpt, ModelDirOpt, app, err, handles_errors, out, print_json
 from lstmcli.errors import ConfigError, DataError
 from lstmcli.nn.cells import cell_names, get_cell
+from lstmcli.ui.text import printable
 
 
 def _default_cells() -> list[str]:
@@ -93,8 +94,8 @@ def diagnose(
                   f"{task['seed']}; accuracy on "
                   f"{task['eval_examples']} held-out examples")
     else:
-        out.print(f"{escape(payload['run_dir'])} on a {escape(payload['dataset'])} validation "
-                  "batch")
+        dataset = escape(printable(payload["dataset"]))
+        out.print(f"{escape(payload['run_dir'])} on a {dataset} validation batch")
     for renderable in diagnose_renderables(payload):
         out.print(renderable)
     if plot is not None:

@@ -27,6 +27,7 @@ from lstmcli.cli.common import (
 )
 from lstmcli.config import NUMPY_MAX_TEXTS, DataConfig, apply_overrides
 from lstmcli.errors import DataError
+from lstmcli.ui.text import printable
 
 
 def eval_data_config(
@@ -98,7 +99,7 @@ def eval_command(
         print_json(payload)
     else:
         for note in loaded.notes:
-            err.print(f"[yellow]note:[/] {escape(note)}")
+            err.print(f"[yellow]note:[/] {escape(printable(note))}")
         for renderable in eval_tables(payload):
             out.print(renderable)
     enforce_checks(checks)  # after the report, so that a failed gate still shows the figures
@@ -116,12 +117,24 @@ def read_lines(stream: Iterable[str], source: str) -> Iterator[str]:
                         "as UTF-8") from None
 
 
+def _decoded(text: str, number: int) -> str:
+    """An argument as given: Python decodes the command line with surrogateescape, so a byte
+    that is not UTF-8 arrives as a lone surrogate, which no tokenizer can read."""
+    bad = next((char for char in text if "\ud800" <= char <= "\udfff"), None)
+    if bad is not None:
+        byte = ord(bad) - 0xDC00 if ord(bad) >= 0xDC80 else None
+        shown = f" (byte 0x{byte:02x})" if byte is not None else ""
+        raise DataError(f"TEXT argument {number} is not valid UTF-8{shown}; pass UTF-8 text, or "
+                        "put the texts in a UTF-8 file and use --file")
+    return text
+
+
 def input_texts(arguments: list[str], file: Path | None) -> Iterator[str]:
     """The TEXT arguments ('-' replaced by the lines of stdin, read once), then --file's lines."""
     stdin_read = False
-    for text in arguments:
+    for number, text in enumerate(arguments, start=1):
         if text != "-":
-            yield text
+            yield _decoded(text, number)
         elif not stdin_read:
             stdin_read = True
             yield from read_lines(sys.stdin, "standard input")
@@ -170,6 +183,6 @@ def predict(
         colour = colours.get(predictor.label_names.index(result.label), "cyan")
         line = f"[{colour}]{escape(result.label)}[/] {result.probability:.2f}"
         if len(head) > 1:
-            line += f"  {escape(result.text)}"
+            line += f"  {escape(printable(result.text))}"
         out.print(line)
 

@@ -32,6 +32,7 @@ from lstmcli.data.tokenizer import Tokenizer, encode_cached
 from lstmcli.device import process_rank, resolve_device
 from lstmcli.diagnostics.flow import diagnostic_batch, measure_flow
 from lstmcli.errors import TrainingDiverged
+from lstmcli.jsonout import dumps
 from lstmcli.nn.classifier import SentimentClassifier, predict_logits
 from lstmcli.rundir import append_line, claim
 from lstmcli.runs import (
@@ -170,7 +171,7 @@ def _train(
                 save_checkpoint(run_dir, model, config, splits.label_names, {"best": best})
         history.append(row)
         if rank == 0:
-            append_line(run_dir / METRICS_FILE, json.dumps(row))
+            append_line(run_dir / METRICS_FILE, dumps(row))
         callbacks.on_epoch_end(row)
 
     test_accuracy = None

@@ -17,6 +17,7 @@ from lstmcli.diagnostics.gates import SATURATION_HIGH, SATURATION_LOW
 from lstmcli.nn.cells import DEFAULT_CELL, get_cell
 from lstmcli.training.callbacks import Callbacks
 from lstmcli.ui.plots import terminal_plot
+from lstmcli.ui.text import printable
 
 
 class TrainDisplay(Callbacks):
@@ -61,12 +62,12 @@ class TrainDisplay(Callbacks):
         if info["test_size"]:
             sizes += f" / {info['test_size']:,} test"
         self.err.print(
-            f"[bold]{escape(info['cell'])}[/] on [bold]{escape(info['dataset'])}[/] ({sizes}), "
-            f"labels {escape(', '.join(info['label_names']))}, vocabulary "
+            f"[bold]{escape(info['cell'])}[/] on [bold]{escape(printable(info['dataset']))}[/] "
+            f"({sizes}), labels {escape(printable(', '.join(info['label_names'])))}, vocabulary "
             f"{info['vocab_size']:,}, {info['parameters']:,} parameters, {info['device']}"
         )
         for note in info["notes"]:
-            self.err.print(f"[yellow]note:[/] {escape(note)}")
+            self.err.print(f"[yellow]note:[/] {escape(printable(note))}")
         self.err.print(f"run directory: {escape(info['run_dir'])}")
         self.epochs = info.get("epochs")
         if self.plain:
@@ -305,7 +306,7 @@ def explain_renderables(payload: dict[str, Any], width: int = 80) -> list[Render
             colour = PALETTE[names.index(best) % len(PALETTE)]
             shown = f"{best[:4]}{probabilities[best]:.1f}"
         gate_text = "" if step["gate"] is None else f"{step['gate']:.2f}"
-        token = step["token"] if step["known"] else f"{step['token']}?"
+        token = printable(step["token"]) + ("" if step["known"] else "?")
         columns.append((token, shown, gate_text, colour))
     block: list[tuple[str, str, str, str]] = []
     used = label_width
@@ -356,7 +357,7 @@ def explain_renderables(payload: dict[str, Any], width: int = 80) -> list[Render
 def eval_tables(payload: dict[str, Any]) -> list[RenderableType]:
     names = payload["label_names"]
     # The first line says what was scored: which rows, and how many of how many.
-    where = escape(payload["dataset"]) + ("" if payload["split"] == "all" else
+    where = escape(printable(payload["dataset"])) + ("" if payload["split"] == "all" else
                                           f" {payload['split']}")
     scored, available = payload["examples"], payload.get("split_rows", payload["examples"])
     rows = (f"all {scored:,} rows" if scored == available else
