@@ -195,3 +195,19 @@ def test_every_cell_documents_its_equations(name):
         assert f"{state}_t = " in doc, state
     for gate in cell.gates():
         assert gate in doc, gate
+
+
+def test_equations_read_as_clean_text_and_are_never_cropped():
+    from typer.testing import CliRunner
+
+    from lstmcli.cli import app
+
+    for name in CELL_NAMES:
+        text = get_cell(name).equations()
+        assert "``" not in text
+        prose = [block for block in text.split("\n\n") if not block.startswith(" ")]
+        assert all("\n" not in block for block in prose), name  # one line per paragraph
+    shown = CliRunner().invoke(app, ["cells"], terminal_width=80)
+    assert shown.exit_code == 0
+    # The last words of a long sentence survive at 80 columns (they used to be cropped).
+    assert "along c decays" in shown.output and "slowly." in shown.output

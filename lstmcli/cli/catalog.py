@@ -37,7 +37,7 @@ def cells(as_json: JsonOpt = False) -> None:
         print_json({"cells": rows})
         return
     for panel in cell_panels(rows):
-        out.print(panel)
+        out.print(panel, soft_wrap=False)  # wrap long equations inside the panel, never crop
 
 
 @app.command()

@@ -107,10 +107,16 @@ class Cell:
 
     @classmethod
     def equations(cls) -> str:
-        """The docstring, dedented: the cell's maths as people read it."""
+        """The docstring as clean text, the cell's maths as people read it: dedented, prose
+        paragraphs joined into one line each (a terminal wraps them), the indented equation lines
+        kept as they are, reStructuredText's double backticks dropped."""
         import inspect
 
-        return inspect.cleandoc(cls.__doc__ or "")
+        blocks = inspect.cleandoc(cls.__doc__ or "").replace("``", "").split("\n\n")
+        return "\n\n".join(
+            block if block.startswith(" ") else " ".join(block.split("\n"))
+            for block in blocks
+        )
 
     @staticmethod
     def step(ops: Ops, params: Any, x_projected: Any, state: State) -> tuple[State, dict[str, Any]]:
