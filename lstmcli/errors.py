@@ -34,3 +34,14 @@ class TrainingDiverged(LstmError):
     """The loss or a gradient became NaN/Inf; the last good checkpoint is kept."""
 
     exit_code = 3
+
+
+class TrainingInterrupted(LstmError):
+    """SIGINT or SIGTERM stopped a training after a whole step; its resumable state is saved.
+
+    Exit code 128 + the signal's number, as the shell reports a process the signal killed: 130
+    for Ctrl-C, 143 for SIGTERM."""
+
+    def __init__(self, message: str, signal_number: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signal_number

@@ -15,10 +15,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from lstmcli.errors import ConfigError
-from lstmcli.runs import CONFIG_FILE, METRICS_FILE, TOKENIZER_FILE, WEIGHTS_FILE
+from lstmcli.runs import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    RESUME_STATE_FILE,
+    RESUME_TENSORS_FILE,
+    TOKENIZER_FILE,
+    WEIGHTS_FILE,
+)
 
 LOCK_FILE = ".lock"
-RUN_FILES = (WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_FILE, METRICS_FILE)
+RUN_FILES = (WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_FILE, METRICS_FILE, RESUME_TENSORS_FILE,
+             RESUME_STATE_FILE)
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
@@ -96,17 +104,18 @@ def _take_lock(run_dir: Path) -> Path:
 
 
 @contextlib.contextmanager
-def claim(run_dir: Path, overwrite: bool) -> Iterator[None]:
+def claim(run_dir: Path, overwrite: bool, resume: bool = False) -> Iterator[None]:
     """Create ``run_dir`` if needed and hold its lock for the block. Under the lock the
     directory is checked again (another process may have filled it since the first look), and
     the previous run's files are removed when overwriting. A block that fails before writing
-    anything leaves no directory behind that it created."""
+    anything leaves no directory behind that it created. ``resume``: the directory is the run
+    being continued, so its files are expected and kept."""
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = _take_lock(run_dir)
     try:
         present = [entry for entry in run_dir.iterdir() if entry.name != LOCK_FILE]
-        if present and not overwrite:
+        if present and not overwrite and not resume:
             raise ConfigError(
                 f"--output {run_dir} already exists and is not empty; "
                 "choose another --output or pass --overwrite to replace it"

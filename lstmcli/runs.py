@@ -34,6 +34,9 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
 METRICS_FILE = "metrics.jsonl"
+# The resumable state of an interrupted training (lstmcli.training.resume); gone once it finishes.
+RESUME_TENSORS_FILE = "resume.safetensors"
+RESUME_STATE_FILE = "resume.json"
 FORMAT_VERSION = 1
 
 

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from lstmcli import __version__
-from lstmcli.errors import LstmError
+from lstmcli.errors import LstmError, TrainingInterrupted
 from lstmcli.jsonout import dumps
 
 app = typer.Typer(
@@ -35,6 +35,9 @@ def handles_errors(command: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
+        except TrainingInterrupted as error:  # not an error: the line says how to continue
+            err.print(f"[bold yellow]{escape(str(error))}[/]")
+            raise typer.Exit(error.exit_code) from None
         except LstmError as error:
             err.print(f"[bold red]error:[/] {escape(str(error))}")
             raise typer.Exit(error.exit_code) from None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -22,6 +22,7 @@ from lstmcli.cli.common import (
     print_json,
 )
 from lstmcli.config import DEVICE_CHOICES, POOLING_CHOICES, apply_overrides, load_config
+from lstmcli.errors import ConfigError
 from lstmcli.nn.cells import cell_names
 
 
@@ -101,11 +102,34 @@ def train(
         "--diagnostics/--no-diagnostics", help="Per-step gradient statistics per parameter group "
         "and the per-epoch gradient flow; off for raw speed (the global norm, clipping and the "
         "divergence guard stay). \\[default: on]")] = None,
+    resume: Annotated[Path | None, typer.Option(
+        "--resume", help="Continue the interrupted run in RUN_DIR exactly where it stopped (its "
+        "config and tokenizer; only --epochs may change).", metavar="RUN_DIR")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Train a classifier and write a run directory (weights, config, tokenizer, metrics)."""
+    """Train a classifier and write a run directory (weights, config, tokenizer, metrics).
+
+    Ctrl-C or SIGTERM ends the step in progress, saves a resumable state and prints the
+    `lstm train --resume RUN_DIR` that continues it (exit 130 / 143)."""
+    options = dict(locals())  # every flag as given, before any other name exists here
+    from lstmcli.training.run import resume as resume_training
     from lstmcli.training.run import train as run_training
     from lstmcli.ui.render import TrainDisplay
+
+    if resume is not None:
+        # None: not given (0 and --unidirectional are given); --overwrite alone defaults to False.
+        given = [name for name, value in options.items() if name not in _RESUME_KEEPS
+                 and (value if name == "overwrite" else value is not None)]
+        if given:
+            flags = ", ".join(_FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+                              for name in given)
+            raise ConfigError(f"--resume continues a run with its own config; {flags} cannot "
+                              "change it (only --epochs can)")
+        display = TrainDisplay(out, err, quiet=as_json)
+        with display:
+            result = resume_training(resume, display, epochs)
+        _report(result, display, as_json)
+        return
 
     config = load_config(config_file)
     apply_overrides(config.model, dict(
@@ -125,6 +149,16 @@ def train(
     display = TrainDisplay(out, err, quiet=as_json)
     with display:
         result = run_training(config, display, overwrite=overwrite)
+    _report(result, display, as_json)
+
+
+# What --resume leaves to the command (and the resumed run's own config), and flag spellings.
+_RESUME_KEEPS = {"resume", "epochs", "as_json"}
+_FLAG_NAMES = {"config_file": "--config", "bidirectional": "--bidirectional/--unidirectional",
+               "diagnostics": "--diagnostics/--no-diagnostics"}
+
+
+def _report(result: Any, display: Any, as_json: bool) -> None:
     summary = {
         "run_dir": str(result.run_dir),
         "best_epoch": result.best_epoch,

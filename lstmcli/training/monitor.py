@@ -123,6 +123,13 @@ class NormMonitor:
     def epoch_summary(self) -> dict[str, Any]:
         return norm_summary(self.norms, self.clip_norm)
 
+    def epoch_state(self) -> tuple[dict[str, Any], dict[str, Tensor]]:
+        """The epoch's sums so far (JSON values, tensors), for an exact resume."""
+        return {"norms": list(self.norms)}, {}
+
+    def load_epoch_state(self, values: dict[str, Any], tensors: dict[str, Tensor]) -> None:
+        self.norms = [float(norm) for norm in values["norms"]]
+
 
 class GradientMonitor:
     """Measures, clips and records the gradient of every training step; ``epoch_summary`` gives
@@ -180,6 +187,20 @@ class GradientMonitor:
         total = update_squares.sum() / weight_squares.sum().clamp_min(tiny)
         self._global_ratio_sum += total.sqrt()
         self._updates += 1
+
+    def epoch_state(self) -> tuple[dict[str, Any], dict[str, Tensor]]:
+        """The epoch's sums so far (JSON values, tensors), for an exact resume."""
+        tensors = {"group_norm_sum": self._group_norm_sum, "ratio_sum": self._ratio_sum,
+                   "global_ratio_sum": self._global_ratio_sum}
+        return {"norms": list(self.norms), "updates": self._updates}, tensors
+
+    def load_epoch_state(self, values: dict[str, Any], tensors: dict[str, Tensor]) -> None:
+        device = self.groups.parameters[0].device
+        self.norms = [float(norm) for norm in values["norms"]]
+        self._updates = int(values["updates"])
+        self._group_norm_sum = tensors["group_norm_sum"].to(device)
+        self._ratio_sum = tensors["ratio_sum"].to(device)
+        self._global_ratio_sum = tensors["global_ratio_sum"].to(device)
 
     def epoch_summary(self) -> dict[str, Any]:
         """grad_norm_{mean,median,max}, clipped_fraction, steps, grad_norm_groups (mean norm per

@@ -6,6 +6,9 @@ records gradient diagnostics: norms per parameter group and the update-to-weight
 fixed validation batch (:mod:`lstmcli.diagnostics.flow`).
 
 Batches are sharded by rank (all ranks get the same number) and only rank 0 writes files.
+
+SIGINT and SIGTERM stop a run after the step in progress and save its resumable state
+(:mod:`lstmcli.training.resume`); :func:`resume` continues it exactly.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import contextlib
 import json
 import math
 import random
+import shlex
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,7 +36,7 @@ from lstmcli.data.splits import DatasetSplits, load_splits
 from lstmcli.data.tokenizer import Tokenizer, encode_cached
 from lstmcli.device import process_rank, resolve_device
 from lstmcli.diagnostics.flow import diagnostic_batch, measure_flow
-from lstmcli.errors import TrainingDiverged
+from lstmcli.errors import CheckpointError, TrainingDiverged, TrainingInterrupted
 from lstmcli.jsonout import dumps
 from lstmcli.nn.classifier import SentimentClassifier, predict_logits
 from lstmcli.rundir import append_line, claim
@@ -47,7 +52,16 @@ from lstmcli.runs import (
 )
 from lstmcli.training.callbacks import Callbacks
 from lstmcli.training.monitor import GradientMonitor, NormMonitor
-from lstmcli.training.trainer import Batch, Diverged, Trainer
+from lstmcli.training.resume import (
+    ResumeState,
+    StopFlag,
+    clear_resume,
+    load_resume,
+    restore,
+    save_resume,
+    stop_on_signals,
+)
+from lstmcli.training.trainer import Batch, Diverged, EpochProgress, Stopped, Trainer
 
 
 @dataclass
@@ -82,17 +96,56 @@ def train(
 
     splits = load_splits(config.data, seed=config.train.seed)
     tokenizer = Tokenizer.train(splits.train.texts, config.data.vocab_size, config.data.min_freq)
-    encoded = {
-        name: encode_cached(tokenizer, split.texts, config.data.max_len)
-        for name, split in (("train", splits.train), ("validation", splits.validation),
-                            ("test", splits.test)) if split is not None
-    }
+    encoded = _encode(tokenizer, splits, config)
     config.model.vocab_size = tokenizer.vocab_size
     config.model.num_classes = len(splits.label_names)
     config.train.output = str(run_dir)
     # Only now, with the data read, is the directory created and locked: bad data leaves nothing.
     with claim(run_dir, overwrite) if rank == 0 else contextlib.nullcontext():
         return _train(config, callbacks, splits, tokenizer, encoded, run_dir, device, rng)
+
+
+def resume(
+    run_dir: Path, callbacks: Callbacks | None = None, epochs: int | None = None
+) -> TrainResult:
+    """Continue the interrupted run in ``run_dir`` from its resumable state, exactly as if it had
+    never stopped: its config, its tokenizer (not retrained), the data read again. ``epochs``
+    extends (or shortens) the run; it cannot end before the interrupted epoch."""
+    callbacks = callbacks or Callbacks()
+    run_dir = Path(run_dir)
+    state = load_resume(run_dir)
+    try:
+        config = Config.from_dict(state.config, source=str(run_dir / "resume.json"))
+    except (KeyError, TypeError) as error:
+        raise CheckpointError(f"the resumable state in {run_dir} lacks {error}") from None
+    if epochs is not None:
+        if epochs < state.epoch:
+            raise CheckpointError(f"--epochs {epochs} ends before epoch {state.epoch}, where "
+                                  f"{run_dir} was interrupted; pass --epochs {state.epoch} or more")
+        config.train.epochs = epochs
+    config.validate()
+    device = resolve_device(config.train.device, config.train.threads)
+    rng = seed_everything(config.train.seed)
+    splits = load_splits(config.data, seed=config.train.seed)
+    tokenizer = Tokenizer.load(run_dir / TOKENIZER_FILE)
+    if (tokenizer.vocab_size != config.model.vocab_size
+            or len(splits.label_names) != config.model.num_classes):
+        raise CheckpointError(f"the data or {run_dir / TOKENIZER_FILE} changed since {run_dir} "
+                              "was interrupted; it cannot be resumed exactly: train a new run")
+    encoded = _encode(tokenizer, splits, config)
+    rank, _ = process_rank()
+    with claim(run_dir, False, resume=True) if rank == 0 else contextlib.nullcontext():
+        return _train(config, callbacks, splits, tokenizer, encoded, run_dir, device, rng, state)
+
+
+def _encode(
+    tokenizer: Tokenizer, splits: DatasetSplits, config: Config
+) -> dict[str, list[np.ndarray]]:
+    return {
+        name: encode_cached(tokenizer, split.texts, config.data.max_len)
+        for name, split in (("train", splits.train), ("validation", splits.validation),
+                            ("test", splits.test)) if split is not None
+    }
 
 
 def _train(
@@ -104,8 +157,27 @@ def _train(
     run_dir: Path,
     device: torch.device,
     rng: np.random.Generator,
+    start: ResumeState | None = None,
 ) -> TrainResult:
-    """The epochs of a run whose directory is claimed; writes it as it goes."""
+    """The epochs of a run whose directory is claimed; writes it as it goes. SIGINT and SIGTERM
+    are caught for the duration: the step in progress ends, the resumable state is saved."""
+    with stop_on_signals() as stop:
+        return _epochs(config, callbacks, splits, tokenizer, encoded, run_dir, device, rng, start,
+                       stop)
+
+
+def _epochs(
+    config: Config,
+    callbacks: Callbacks,
+    splits: DatasetSplits,
+    tokenizer: Tokenizer,
+    encoded: dict[str, list[np.ndarray]],
+    run_dir: Path,
+    device: torch.device,
+    rng: np.random.Generator,
+    start: ResumeState | None,
+    stop: StopFlag,
+) -> TrainResult:
     rank, world_size = process_rank()
     model = SentimentClassifier(config.model).to(device)
     optimizer = torch.optim.Adam(
@@ -113,29 +185,50 @@ def _train(
     )
     diagnostics = config.train.diagnostics
     monitor = (GradientMonitor if diagnostics else NormMonitor)(model, config.train.clip_norm)
-    trainer = Trainer(model, optimizer, nn.functional.cross_entropy, monitor, callbacks)
+    trainer = Trainer(model, optimizer, nn.functional.cross_entropy, monitor, callbacks, stop)
     # Fixed for the whole run, so that the per-epoch curves compare like with like.
     flow_batch = diagnostic_batch(encoded["validation"], splits.validation.labels,
                                   seed=config.train.seed)
+    best: dict[str, Any] = {"epoch": 0, "val_accuracy": -1.0, "val_loss": math.inf}
+    history: list[dict[str, Any]] = []
+    first_epoch = start.epoch if start else 1
+    if start:
+        best, history = dict(start.best), [dict(row) for row in start.history]
     if rank == 0:
-        tokenizer.save(run_dir / TOKENIZER_FILE)
-        # A fresh run's history; the rename replaces a link planted there instead of following.
-        atomic_write(run_dir / METRICS_FILE, lambda handle: None)
+        if not start:
+            tokenizer.save(run_dir / TOKENIZER_FILE)
+        # The history so far (none for a fresh run), so that every epoch is in it once; the
+        # rename replaces a link planted there instead of following it.
+        lines = "".join(dumps(row) + "\n" for row in history).encode("utf-8")
+        atomic_write(run_dir / METRICS_FILE, lambda handle: handle.write(lines))
     callbacks.on_start(_start_info(config, splits, run_dir, device, model))
 
     train_labels = splits.train.labels
     train_lengths = np.array([len(ids) for ids in encoded["train"]])
-    best: dict[str, Any] = {"epoch": 0, "val_accuracy": -1.0, "val_loss": math.inf}
-    history: list[dict[str, Any]] = []
-    for epoch in range(1, config.train.epochs + 1):
+    if start:
+        restore(start, model, optimizer, monitor)  # last: building the model drew from torch's RNG
+    for epoch in range(first_epoch, config.train.epochs + 1):
         started = time.perf_counter()
+        resumed = start is not None and epoch == start.epoch
+        if resumed:
+            rng.bit_generator.state = start.epoch_rng  # the same batch order as before the stop
+        epoch_rng = rng.bit_generator.state
+        if not resumed:
+            monitor.start_epoch()
+        progress = start.progress if start and resumed else EpochProgress()
+        if stop():  # a signal between epochs (during validation): stop before drawing batches
+            _interrupt(run_dir, model, optimizer, monitor, stop, rank, ResumeState(
+                epoch, progress, epoch_rng, best, history, config.to_dict(), None, {}, {}))
         batches = shard(bucket_batches(train_lengths, config.train.batch_size, rng),
                         rank, world_size)
-        monitor.start_epoch()
         try:
             stats = trainer.train_epoch(
-                _batches(encoded["train"], batches, train_labels, train_lengths, device),
-                epoch, len(batches))
+                _batches(encoded["train"], batches[progress.step:], train_labels, train_lengths,
+                         device),
+                epoch, len(batches), progress)
+        except Stopped as stopped:
+            _interrupt(run_dir, model, optimizer, monitor, stop, rank, ResumeState(
+                epoch, stopped.progress, epoch_rng, best, history, config.to_dict(), None, {}, {}))
         except Diverged as error:
             kept = (f"the best checkpoint so far (epoch {best['epoch']}) in {run_dir} is intact"
                     if best["epoch"] else "no checkpoint was written yet")
@@ -177,8 +270,27 @@ def _train(
     test_accuracy = None
     if rank == 0:
         test_accuracy = _final_test(run_dir, model, config, splits, encoded, device)
+        clear_resume(run_dir)
         remember_latest(run_dir)
     return TrainResult(run_dir, best["epoch"], best["val_accuracy"], test_accuracy, history)
+
+
+def _interrupt(
+    run_dir: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    monitor: GradientMonitor | NormMonitor,
+    stop: StopFlag,
+    rank: int,
+    state: ResumeState,
+) -> None:
+    """Save the resumable state and raise the interrupt, naming the command that resumes."""
+    if rank == 0:
+        save_resume(run_dir, model, optimizer, monitor, state)
+    number = stop.signal_number or signal.SIGINT
+    raise TrainingInterrupted(
+        f"interrupted at epoch {state.epoch}, step {state.progress.step}; resume with: "
+        f"lstm train --resume {shlex.quote(str(run_dir))}", int(number))
 
 
 def _batches(

@@ -35,6 +35,27 @@ class Batch:
 
 
 @dataclass
+class EpochProgress:
+    """The running sums of an epoch so far: what a resumed epoch continues from."""
+
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    targets_seen: int = 0
+    tokens: int = 0
+    step: int = 0  # optimiser steps done in this epoch
+    seconds: float = 0.0
+
+
+class Stopped(Exception):  # noqa: N818 (a request honoured, not an error)
+    """``should_stop`` said so after a completed step; ``progress`` is the epoch so far."""
+
+    def __init__(self, epoch: int, progress: EpochProgress) -> None:
+        self.epoch, self.progress = epoch, progress
+        super().__init__(f"stopped at epoch {epoch}, step {progress.step}")
+
+
+@dataclass
 class EpochStats:
     """What one pass over the training batches measured (validation is not the trainer's)."""
 
@@ -98,21 +119,32 @@ class Trainer:
         loss_fn: LossFunction = nn.functional.cross_entropy,
         gradients: GradientHook | None = None,
         callbacks: Callbacks | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
         self.loss_fn = loss_fn
         self.gradients = gradients or ClipGradients(model.parameters(), 0.0)
         self.callbacks = callbacks or Callbacks()
+        # Asked after every optimiser step, so that an interrupt never splits one.
+        self.should_stop = should_stop or (lambda: False)
 
-    def train_epoch(self, batches: Iterable[Batch], epoch: int, steps: int) -> EpochStats:
+    def train_epoch(
+        self,
+        batches: Iterable[Batch],
+        epoch: int,
+        steps: int,
+        progress: EpochProgress | None = None,
+    ) -> EpochStats:
         """One pass: forward, loss, backward, the gradient hook, the optimiser step. Raises
-        Diverged (before stepping) when the loss or the gradient norm is not finite."""
+        Diverged (before stepping) when the loss or the gradient norm is not finite, and Stopped
+        (after stepping) when ``should_stop`` says so. ``progress`` continues an epoch whose first
+        ``progress.step`` batches were done already (``batches`` then holds the rest)."""
         self.callbacks.on_epoch_start(epoch, steps)
         self.model.train()
-        loss_sum, correct, seen, targets_seen, tokens, step = 0.0, 0, 0, 0, 0, 0
-        started = time.perf_counter()
-        for step, batch in enumerate(batches, start=1):
+        done = progress or EpochProgress()
+        started = time.perf_counter() - done.seconds
+        for step, batch in enumerate(batches, start=done.step + 1):
             logits = self.model(*batch.inputs)  # (B, C) or (B, T, C)
             loss = self.loss_fn(logits, batch.targets)
             self.optimizer.zero_grad(set_to_none=True)
@@ -127,18 +159,22 @@ class Trainer:
             self.optimizer.step()
             self.gradients.after_update()
             size = batch.targets.shape[0]
-            loss_sum += value * size
-            correct += int((logits.argmax(dim=-1) == batch.targets).sum())
-            seen += size
-            targets_seen += batch.targets.numel()
-            tokens += batch.tokens
+            done.loss_sum += value * size
+            done.correct += int((logits.argmax(dim=-1) == batch.targets).sum())
+            done.seen += size
+            done.targets_seen += batch.targets.numel()
+            done.tokens += batch.tokens
+            done.step = step
             self.callbacks.on_step(step, value)
-        seconds = time.perf_counter() - started
+            if self.should_stop():
+                done.seconds = time.perf_counter() - started
+                raise Stopped(epoch, done)
+        done.seconds = time.perf_counter() - started
         return EpochStats(
-            loss=loss_sum / max(seen, 1),
-            accuracy=correct / max(targets_seen, 1),
-            examples=seen,
-            tokens=tokens,
-            steps=step,
-            seconds=seconds,
+            loss=done.loss_sum / max(done.seen, 1),
+            accuracy=done.correct / max(done.targets_seen, 1),
+            examples=done.seen,
+            tokens=done.tokens,
+            steps=done.step,
+            seconds=done.seconds,
         )
