@@ -19,6 +19,8 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     path = Path(path)
     descriptor, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file private (0600); a run is meant to be shared as the umask allows.
+        os.fchmod(descriptor, 0o666 & ~_umask())
         with os.fdopen(descriptor, "wb") as handle:
             write(handle)
             handle.flush()
@@ -33,3 +35,10 @@ def write_json_atomic(path: Path, payload: Any) -> None:
     # Strict JSON: a NaN figure is written as null, never as the invalid token NaN.
     data = (json.dumps(finite(payload), indent=2, allow_nan=False) + "\n").encode("utf-8")
     atomic_write(path, lambda handle: handle.write(data))
+
+
+def _umask() -> int:
+    """The process's umask (reading it means setting it, so it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

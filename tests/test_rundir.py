@@ -134,3 +134,14 @@ def test_a_corrupt_latest_run_pointer_falls_back_to_the_runs_root(tiny_file, tmp
         result = runner.invoke(app, ["predict", "--json", "superb food"])
         assert result.exit_code == 0, result.output
         assert json.loads(result.output)["text"] == "superb food"
+
+
+def test_run_files_are_as_readable_as_the_umask_allows(tiny_file, tmp_path):
+    old = os.umask(0o027)
+    try:
+        run = tmp_path / "run"
+        assert train(tiny_file, run).exit_code == 0
+    finally:
+        os.umask(old)
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "metrics.jsonl"):
+        assert (run / name).stat().st_mode & 0o777 == 0o640, name
