@@ -11,6 +11,7 @@ Free of torch at import, so that `lstm predict` and `--help` can resolve a run w
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -34,6 +35,8 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
 METRICS_FILE = "metrics.jsonl"
+# New weights wait here until config.json, which names their checksum, has been written.
+PENDING_WEIGHTS_FILE = WEIGHTS_FILE + ".next"
 # The resumable state of an interrupted training (lstmcli.training.resume); gone once it finishes.
 RESUME_TENSORS_FILE = "resume.safetensors"
 RESUME_STATE_FILE = "resume.json"
@@ -113,13 +116,16 @@ def latest_run() -> Path:
 def resolve_run(model: str | None) -> Path:
     """--model RUN_DIR (checked), or the latest run."""
     if model is None:
-        return latest_run()
+        path = latest_run()
+        settle_weights(path)
+        return path
     path = Path(model)
     if not path.exists():
         raise CheckpointError(f"run directory {path} does not exist; pass a directory from "
                               "`lstm train --output` (or omit --model to use the latest run)")
     if not path.is_dir():
         raise CheckpointError(f"--model {path} is a file; pass the run directory that holds it")
+    settle_weights(path)
     missing = [name for name in (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE)
                if not (path / name).is_file()]
     if missing:
@@ -151,7 +157,11 @@ def save_checkpoint(
     label_names: list[str],
     extra: dict[str, Any] | None = None,
 ) -> None:
-    """Write weights then config, each atomically, so a crash leaves the previous pair usable."""
+    """Write the weights and the config that describes them so that, whatever instant a crash
+    hits, the run holds a matching pair: the new weights go to PENDING_WEIGHTS_FILE, then
+    config.json (naming their SHA-256) is written, the commit point, and only then are the
+    weights renamed into place; :func:`settle_weights` finishes or discards an interrupted save
+    when the run is next read."""
     import torch
     from safetensors.torch import save
 
@@ -159,7 +169,8 @@ def save_checkpoint(
              for name, tensor in model.state_dict().items()}
     metadata = {"format": "lstmcli", "format_version": str(FORMAT_VERSION)}
     data = save(state, metadata=metadata)
-    atomic_write(run_dir / WEIGHTS_FILE, lambda handle: handle.write(data))
+    pending = run_dir / PENDING_WEIGHTS_FILE
+    atomic_write(pending, lambda handle: handle.write(data))
     payload = {
         "format_version": FORMAT_VERSION,
         "lstmcli_version": __version__,
@@ -169,8 +180,37 @@ def save_checkpoint(
         "vocab_size": config.model.vocab_size,
         **config.to_dict(),
         **(extra or {}),
+        "weights_sha256": hashlib.sha256(data).hexdigest(),
     }
     write_json_atomic(run_dir / CONFIG_FILE, payload)
+    os.replace(pending, run_dir / WEIGHTS_FILE)
+
+
+def settle_weights(run_dir: Path) -> None:
+    """Finish or discard a save that a crash interrupted. Pending weights whose checksum is the
+    one config.json names were committed: they are renamed into place. Any other pending weights
+    never reached their config: they are removed, and the previous pair stands. A directory that
+    cannot be written is left as it is (loading then fails with a clear line)."""
+    pending = run_dir / PENDING_WEIGHTS_FILE
+    if not pending.is_file():
+        return
+    try:
+        meta = json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+        expected = meta.get("weights_sha256") if isinstance(meta, dict) else None
+        if expected is not None and _sha256(pending) == expected:
+            os.replace(pending, run_dir / WEIGHTS_FILE)
+        else:
+            pending.unlink()
+    except (OSError, UnicodeDecodeError, ValueError):
+        pass
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_run_config(run_dir: Path) -> tuple[Config, list[str], dict[str, Any]]:
