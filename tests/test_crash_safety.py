@@ -126,3 +126,27 @@ def test_a_full_disk_at_a_later_checkpoint_keeps_the_earlier_one(tiny_file, tmp_
     assert best_epoch(run) != 9
     assert [p.name for p in run.iterdir() if p.name.endswith(".tmp")] == []
     assert load_run(run).model is not None
+
+
+def test_a_read_only_directory_is_one_line(tiny_file, tmp_path, monkeypatch):
+    """Simulated: the tests run as root, whom file modes do not stop."""
+    import tempfile
+
+    def refused(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "run"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refused)
+    result = CliRunner().invoke(app, ["train", "--dataset", str(tiny_file), "--output",
+                                      str(tmp_path / "run"), "--epochs", "1"])
+    assert_clean_error(result, "cannot access", "Permission denied")
+    assert result.exit_code == 1
+
+
+def test_a_corrupt_resume_state_is_one_line(tiny_file, tmp_path):
+    run = tmp_path / "run"
+    train_tiny(tiny_file, run)
+    (run / "resume.json").write_bytes(b"\xff{ not json")
+    (run / "resume.safetensors").write_bytes(b"")
+    result = CliRunner().invoke(app, ["train", "--resume", str(run)])
+    assert_clean_error(result, "resumable state", "unreadable")
+    assert result.exit_code == 2
