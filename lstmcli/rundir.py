@@ -125,6 +125,10 @@ def claim(run_dir: Path, overwrite: bool, resume: bool = False) -> Iterator[None
             check_replaceable(run_dir)
             for name in RUN_FILES:
                 (run_dir / name).unlink(missing_ok=True)  # never mix two runs' files
+        for entry in run_dir.iterdir():
+            # Under the lock no writer is alive: a temporary is what a killed one left behind.
+            if entry.name.endswith(".tmp") and _is_ours(entry.name):
+                entry.unlink(missing_ok=True)
         yield
     except BaseException:
         lock.unlink(missing_ok=True)

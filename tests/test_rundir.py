@@ -145,3 +145,24 @@ def test_run_files_are_as_readable_as_the_umask_allows(tiny_file, tmp_path):
         os.umask(old)
     for name in ("model.safetensors", "config.json", "tokenizer.json", "metrics.jsonl"):
         assert (run / name).stat().st_mode & 0o777 == 0o640, name
+
+
+def test_temporaries_a_killed_training_left_are_cleared(tiny_file, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".model.safetensors.k1ll3d.tmp").write_bytes(b"half a file")
+    (run / "tokenizer.json").write_text("{}")  # what a run killed in its first epoch leaves
+    result = train(tiny_file, run, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert not list(run.glob("*.tmp")) and not list(run.glob(".*.tmp"))
+
+
+def test_invalid_utf8_on_stdin_is_one_line(tiny_file, tmp_path):
+    run = tmp_path / "run"
+    assert train(tiny_file, run).exit_code == 0
+    done = subprocess.run([sys.executable, "-m", "lstmcli", "predict", "--model", str(run), "-"],
+                          input=b"good food\n\xff bad\n", capture_output=True, check=False,
+                          env={**os.environ, "LSTM_STATE_DIR": str(tmp_path / "state")})
+    assert done.returncode == 2
+    assert b"Traceback" not in done.stderr
+    assert b"standard input line 2 is not valid UTF-8" in done.stderr

@@ -111,21 +111,33 @@ def read_lines(stream: Iterable[str], source: str) -> Iterator[str]:
     try:
         for number, line in enumerate(stream, start=1):  # noqa: B007  (read in except)
             if line.strip():
+                # stdin decodes with surrogateescape in a POSIX locale: a bad byte arrives as
+                # a lone surrogate instead of an error.
+                if _undecodable(line) is not None:
+                    raise DataError(f"{source} line {number} is not valid UTF-8 "
+                                    f"(byte 0x{_undecodable(line):02x}); save it as UTF-8")
                 yield line.rstrip("\r\n")
     except UnicodeDecodeError as error:
         raise DataError(f"{source} line {number + 1} is not valid UTF-8 ({error.reason}); save it "
                         "as UTF-8") from None
 
 
-def _decoded(text: str, number: int) -> str:
-    """An argument as given: Python decodes the command line with surrogateescape, so a byte
-    that is not UTF-8 arrives as a lone surrogate, which no tokenizer can read."""
+def _undecodable(text: str) -> int | None:
+    """The first byte that was not UTF-8 in a text decoded with surrogateescape (it arrives as a
+    lone surrogate, which no tokenizer can read), or None."""
     bad = next((char for char in text if "\ud800" <= char <= "\udfff"), None)
-    if bad is not None:
-        byte = ord(bad) - 0xDC00 if ord(bad) >= 0xDC80 else None
-        shown = f" (byte 0x{byte:02x})" if byte is not None else ""
-        raise DataError(f"TEXT argument {number} is not valid UTF-8{shown}; pass UTF-8 text, or "
-                        "put the texts in a UTF-8 file and use --file")
+    if bad is None:
+        return None
+    return ord(bad) - 0xDC00 if ord(bad) >= 0xDC80 else 0
+
+
+def _decoded(text: str, number: int) -> str:
+    """An argument as given, or one line naming the argument that is not UTF-8 (Python decodes
+    the command line with surrogateescape)."""
+    byte = _undecodable(text)
+    if byte is not None:
+        raise DataError(f"TEXT argument {number} is not valid UTF-8 (byte 0x{byte:02x}); pass "
+                        "UTF-8 text, or put the texts in a UTF-8 file and use --file")
     return text
 
 
