@@ -71,6 +71,11 @@ def test_invalid_utf8_in_an_argument_is_one_clear_line(tiny_file, tmp_path):
     err = done.stderr.decode()
     assert "Traceback" not in err
     assert "TEXT argument 1 is not valid UTF-8 (byte 0xe9)" in err
+    done = subprocess.run([sys.executable.encode(), b"-m", b"lstmcli", b"explain", b"--model",
+                           str(run).encode(), b"caf\xe9 good"],
+                          capture_output=True, env=env, check=False)
+    assert done.returncode == 2
+    assert b"Traceback" not in done.stderr and b"not valid UTF-8 (byte 0xe9)" in done.stderr
 
 
 def test_json_never_carries_nan_or_infinity():

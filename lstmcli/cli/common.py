@@ -91,3 +91,11 @@ def print_json(payload: Any) -> None:
     sys.stdout.write(dumps(payload) + "\n")
     sys.stdout.flush()
 
+
+def undecodable_byte(text: str) -> int | None:
+    """The first byte that was not UTF-8 in a text decoded with surrogateescape (it arrives as a
+    lone surrogate, which no tokenizer can read), or None."""
+    bad = next((char for char in text if "\ud800" <= char <= "\udfff"), None)
+    if bad is None:
+        return None
+    return ord(bad) - 0xDC00 if ord(bad) >= 0xDC80 else 0

@@ -8,7 +8,16 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from lstmcli.cli.common import JsonOpt, ModelDirOpt, app, err, handles_errors, out, print_json
+from lstmcli.cli.common import (
+    JsonOpt,
+    ModelDirOpt,
+    app,
+    err,
+    handles_errors,
+    out,
+    print_json,
+    undecodable_byte,
+)
 from lstmcli.errors import ConfigError, DataError
 from lstmcli.nn.cells import cell_names, get_cell
 from lstmcli.ui.text import printable
@@ -162,6 +171,8 @@ def explain(
     """
     if text is None or not text.strip():
         raise DataError('the text is empty; pass one, e.g. lstm explain "the plot was dull"')
+    if (byte := undecodable_byte(text)) is not None:
+        raise DataError(f"the text is not valid UTF-8 (byte 0x{byte:02x}); pass UTF-8 text")
     from lstmcli.device import resolve_device
     from lstmcli.inference.explain import explain as explain_text
     from lstmcli.runs import load_run

@@ -24,6 +24,7 @@ from lstmcli.cli.common import (
     handles_errors,
     out,
     print_json,
+    undecodable_byte,
 )
 from lstmcli.config import NUMPY_MAX_TEXTS, DataConfig, apply_overrides
 from lstmcli.errors import DataError
@@ -113,28 +114,19 @@ def read_lines(stream: Iterable[str], source: str) -> Iterator[str]:
             if line.strip():
                 # stdin decodes with surrogateescape in a POSIX locale: a bad byte arrives as
                 # a lone surrogate instead of an error.
-                if _undecodable(line) is not None:
+                if undecodable_byte(line) is not None:
                     raise DataError(f"{source} line {number} is not valid UTF-8 "
-                                    f"(byte 0x{_undecodable(line):02x}); save it as UTF-8")
+                                    f"(byte 0x{undecodable_byte(line):02x}); save it as UTF-8")
                 yield line.rstrip("\r\n")
     except UnicodeDecodeError as error:
         raise DataError(f"{source} line {number + 1} is not valid UTF-8 ({error.reason}); save it "
                         "as UTF-8") from None
 
 
-def _undecodable(text: str) -> int | None:
-    """The first byte that was not UTF-8 in a text decoded with surrogateescape (it arrives as a
-    lone surrogate, which no tokenizer can read), or None."""
-    bad = next((char for char in text if "\ud800" <= char <= "\udfff"), None)
-    if bad is None:
-        return None
-    return ord(bad) - 0xDC00 if ord(bad) >= 0xDC80 else 0
-
-
 def _decoded(text: str, number: int) -> str:
     """An argument as given, or one line naming the argument that is not UTF-8 (Python decodes
     the command line with surrogateescape)."""
-    byte = _undecodable(text)
+    byte = undecodable_byte(text)
     if byte is not None:
         raise DataError(f"TEXT argument {number} is not valid UTF-8 (byte 0x{byte:02x}); pass "
                         "UTF-8 text, or put the texts in a UTF-8 file and use --file")
