@@ -3,6 +3,7 @@ that belong together, and nothing half-written."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -58,25 +59,9 @@ def test_a_crash_before_the_config_keeps_the_previous_pair(tmp_path, monkeypatch
     assert not (tmp_path / PENDING_WEIGHTS_FILE).exists()  # discarded on the next read
 
 
-def test_a_crash_between_the_config_and_the_rename_rolls_forward(tmp_path, monkeypatch):
-    saved(tmp_path, seed=0, epoch=1)
-    real_replace = os.replace
-
-    def dies_before_the_last_rename(source, target):
-        if str(source).endswith(PENDING_WEIGHTS_FILE):
-            raise Crash()
-        real_replace(source, target)
-
-    monkeypatch.setattr(runs.os, "replace", dies_before_the_last_rename)
-    with pytest.raises(Crash):
-        saved(tmp_path, seed=1, epoch=2)
-    monkeypatch.setattr(runs.os, "replace", real_replace)
-    second, _ = model_and_config(1)
-    assert best_epoch(tmp_path) == 2
-    assert same_weights(tmp_path, second)  # the committed weights, renamed into place
-
-
-def test_the_first_save_interrupted_after_its_config_still_loads(tmp_path, monkeypatch):
+@contextlib.contextmanager
+def killed_before_the_last_rename():
+    """The process dies after config.json is written, before the weights are renamed."""
     real_replace = os.replace
 
     def dies(source, target):
@@ -84,10 +69,26 @@ def test_the_first_save_interrupted_after_its_config_still_loads(tmp_path, monke
             raise Crash()
         real_replace(source, target)
 
-    monkeypatch.setattr(runs.os, "replace", dies)
-    with pytest.raises(Crash):
+    os.replace = dies
+    try:
+        with pytest.raises(Crash):
+            yield
+    finally:
+        os.replace = real_replace
+
+
+def test_a_crash_between_the_config_and_the_rename_rolls_forward(tmp_path):
+    saved(tmp_path, seed=0, epoch=1)
+    with killed_before_the_last_rename():
+        saved(tmp_path, seed=1, epoch=2)
+    second, _ = model_and_config(1)
+    assert best_epoch(tmp_path) == 2
+    assert same_weights(tmp_path, second)  # the committed weights, renamed into place
+
+
+def test_the_first_save_interrupted_after_its_config_still_loads(tmp_path):
+    with killed_before_the_last_rename():
         saved(tmp_path, seed=0, epoch=1)
-    monkeypatch.setattr(runs.os, "replace", real_replace)
     model, _ = model_and_config(0)
     assert not (tmp_path / WEIGHTS_FILE).exists()
     assert same_weights(tmp_path, model)
