@@ -377,3 +377,26 @@ def test_a_terminal_keeps_the_live_display():
     terminal = Console(file=io.StringIO(), force_terminal=True)
     assert TrainDisplay(terminal, terminal).plain is False
     assert TrainDisplay(terminal, Console(file=io.StringIO())).plain is True
+
+
+def test_a_run_trained_on_relative_paths_evaluates_from_another_directory(tmp_path,
+                                                                          monkeypatch):
+    """config.json records absolute data paths and the data directory used: eval from
+    elsewhere, without $LSTM_DATA_DIR, reads the same files."""
+    work, elsewhere, data_dir = tmp_path / "work", tmp_path / "elsewhere", tmp_path / "copies"
+    for folder in (work, elsewhere, data_dir):
+        folder.mkdir()
+    write_jsonl(work / "reviews.jsonl", make_reviews(80))
+    write_jsonl(work / "held.jsonl", make_reviews(30, seed=1))
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("LSTM_DATA_DIR", "../copies")
+    train_tiny(Path("reviews.jsonl"), tmp_path / "run", "--test-file", "held.jsonl")
+    data = json.loads((tmp_path / "run" / "config.json").read_text())["data"]
+    assert data["dataset"] == str(work / "reviews.jsonl")
+    assert data["test_file"] == str(work / "held.jsonl")
+    assert data["data_dir"] == str(data_dir)
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv("LSTM_DATA_DIR")
+    result = invoke("eval", "--model", str(tmp_path / "run"), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["dataset"] == str(work / "reviews.jsonl")

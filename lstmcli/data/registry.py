@@ -15,11 +15,15 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from lstmcli.data.files import RawSplit, make_raw_split, one_line, pick_columns, read_file
 from lstmcli.data.labels import ids_to_names
 from lstmcli.errors import DataError
+
+if TYPE_CHECKING:
+    from lstmcli.config import DataConfig
 
 SPLITS = ("train", "validation", "test")
 DATA_DIR_ENV = "LSTM_DATA_DIR"
@@ -218,3 +222,20 @@ def _hub_resolves() -> bool:
     except OSError:
         return False
     return True
+
+
+def absolute_data_paths(cfg: DataConfig) -> None:
+    """Make a DataConfig portable before it is recorded: every data file option (the dataset when
+    it is a file, the split files) becomes an absolute path, and the data directory actually used
+    (--data-dir, else $LSTM_DATA_DIR) is written down, so that `lstm eval --model RUN` finds the
+    same data from any working directory and without the environment of the training."""
+    for name in ("train_file", "validation_file", "test_file"):
+        value = getattr(cfg, name)
+        if value is not None:
+            setattr(cfg, name, str(Path(value).expanduser().resolve()))
+    if lookup(cfg.dataset) is None and Path(cfg.dataset).expanduser().exists():
+        cfg.dataset = str(Path(cfg.dataset).expanduser().resolve())
+    root = cfg.data_dir or os.environ.get(DATA_DIR_ENV) or None
+    # A directory that does not exist stays as given: reading reports it, naming its origin.
+    if root is not None and Path(root).expanduser().is_dir():
+        cfg.data_dir = str(Path(root).expanduser().resolve())

@@ -32,6 +32,7 @@ from torch import nn
 from lstmcli.atomic import atomic_write
 from lstmcli.config import Config
 from lstmcli.data.batching import bucket_batches, iterate_batches, shard
+from lstmcli.data.registry import absolute_data_paths
 from lstmcli.data.splits import DatasetSplits, load_splits
 from lstmcli.data.tokenizer import Tokenizer, encode_cached
 from lstmcli.device import process_rank, resolve_device
@@ -94,6 +95,7 @@ def train(
     rng = seed_everything(config.train.seed)
     run_dir = new_run_dir(config.train.output, config.model.cell, overwrite)
 
+    absolute_data_paths(config.data)  # config.json must find the data from any directory
     splits = load_splits(config.data, seed=config.train.seed)
     tokenizer = Tokenizer.train(splits.train.texts, config.data.vocab_size, config.data.min_freq)
     encoded = _encode(tokenizer, splits, config)
