@@ -163,12 +163,15 @@ def save_checkpoint(
     weights renamed into place; :func:`settle_weights` finishes or discards an interrupted save
     when the run is next read."""
     import torch
-    from safetensors.torch import save
+
+    from lstmcli.stable_safetensors import stable_save
 
     state = {name: tensor.detach().cpu().contiguous()
              for name, tensor in model.state_dict().items()}
     metadata = {"format": "lstmcli", "format_version": str(FORMAT_VERSION)}
-    data = save(state, metadata=metadata)
+    # Not safetensors' own save: its metadata order varies between processes, and identical
+    # seeded runs must write identical bytes, so that a checksum verifies a model.
+    data = stable_save(state, metadata)
     pending = run_dir / PENDING_WEIGHTS_FILE
     atomic_write(pending, lambda handle: handle.write(data))
     payload = {
