@@ -22,6 +22,7 @@ MAX_LR = 10.0  # beyond this no optimiser here trains; 1e38 overflowed into a tr
 MAX_GATE_BIAS = 30.0  # sigmoid(30) is 1 in float32: larger biases change nothing
 POOLING_CHOICES = ("last", "mean", "max")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+LR_SCHEDULES = ("constant", "cosine", "onecycle", "plateau")  # lstmcli.training.schedule
 ENGINE_CHOICES = ("auto", "numpy", "torch")  # `lstm predict --engine`
 # --engine auto's limit for numpy on the CPU: beyond it torch's import time (seconds) is small
 # beside the work, and torch's fused kernels do each step in one call where numpy makes several.
@@ -115,6 +116,9 @@ class TrainConfig:
     output: str | None = None  # run directory; default runs/<time>-<cell>
     threads: int | None = None  # CPU threads; None: the CPUs this process may use
     diagnostics: bool = True  # per-step gradient groups and per-epoch flow (off: raw speed)
+    patience: int = 0  # stop after this many epochs without validation improvement; 0: never
+    lr_schedule: str = "constant"
+    warmup_epochs: int = 0  # linear warmup (onecycle: its rising phase)
 
     def validate(self) -> None:
         _positive("epochs", self.epochs)
@@ -134,6 +138,14 @@ class TrainConfig:
             )
         if self.threads is not None:
             _positive("threads", self.threads)
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"unknown lr_schedule {self.lr_schedule!r}; choose one of: "
+                              f"{', '.join(LR_SCHEDULES)}")
+        if self.patience < 0:
+            raise ConfigError(f"patience must be >= 0 (0: never stop early), got {self.patience}")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            raise ConfigError(f"warmup_epochs must be in [0, epochs={self.epochs}], got "
+                              f"{self.warmup_epochs}")
 
 
 @dataclass

@@ -146,3 +146,23 @@ def test_sigterm_to_a_real_training_exits_143_and_resumes(tiny_file, tmp_path):
                               "--json"], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert [row["epoch"] for row in json.loads(resumed.stdout)["epochs"]] == list(range(1, 41))
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "plateau"])
+def test_an_interrupted_scheduled_run_with_patience_resumes_bitwise(schedule, tiny_file,
+                                                                    tmp_path, monkeypatch):
+    """The schedule's and early stopping's state are in the resumable state: the resumed run
+    sets the same lr every epoch and ends bitwise equal."""
+    extra = ("--lr-schedule", schedule, "--patience", "5")
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert train(tiny_file, whole, *extra).exit_code == 0
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, epoch=2, step=5, number=signal.SIGINT)
+        assert train(tiny_file, parts, *extra).exit_code == 130
+    assert "schedule" in json.loads((parts / "resume.json").read_text())
+    resumed = runner.invoke(app, ["train", "--resume", str(parts), "--json"])
+    assert resumed.exit_code == 0, resumed.output
+    assert weights(parts) == weights(whole)
+    assert rows(parts) == rows(whole)
+    if schedule == "cosine":
+        assert len({row["lr"] for row in rows(whole)}) == 3

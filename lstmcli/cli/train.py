@@ -21,7 +21,13 @@ from lstmcli.cli.common import (
     out,
     print_json,
 )
-from lstmcli.config import DEVICE_CHOICES, POOLING_CHOICES, apply_overrides, load_config
+from lstmcli.config import (
+    DEVICE_CHOICES,
+    LR_SCHEDULES,
+    POOLING_CHOICES,
+    apply_overrides,
+    load_config,
+)
 from lstmcli.errors import ConfigError
 from lstmcli.nn.cells import cell_names
 
@@ -87,6 +93,15 @@ def train(
     clip_norm: Annotated[float | None, typer.Option(
         "--clip-norm", help="Clip the global gradient norm to this; 0 disables. \\[default: 5.0]")]
     = None,
+    lr_schedule: Annotated[str | None, typer.Option(
+        "--lr-schedule", help=f"{'|'.join(LR_SCHEDULES)}: the lr of each epoch (see README). "
+        "\\[default: constant]")] = None,
+    warmup_epochs: Annotated[int | None, typer.Option(
+        "--warmup-epochs", help="Linear warmup epochs (onecycle: its rising phase). "
+        "\\[default: 0]")] = None,
+    patience: Annotated[int | None, typer.Option(
+        "--patience", help="Stop after N epochs without validation improvement; 0 never. "
+        "\\[default: 0]")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="\\[default: 0]")] = None,
     device: Annotated[str | None, typer.Option(
         "--device", help=f"{'|'.join(DEVICE_CHOICES)}. \\[default: auto]")] = None,
@@ -144,7 +159,8 @@ def train(
     apply_overrides(config.train, dict(
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
         clip_norm=clip_norm, seed=seed, device=device, output=output, threads=threads,
-        diagnostics=diagnostics))
+        diagnostics=diagnostics, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
+        patience=patience))
     config.validate()
     display = TrainDisplay(out, err, quiet=as_json)
     with display:
@@ -164,6 +180,8 @@ def _report(result: Any, display: Any, as_json: bool) -> None:
         "best_epoch": result.best_epoch,
         "best_val_accuracy": result.best_val_accuracy,
         "test_accuracy": result.test_accuracy,
+        "stopped_early": result.stopped_early,
+        "stopped_epoch": result.stopped_epoch,  # the last epoch run when it stopped early
         "epochs": result.history,
     }
     if as_json:

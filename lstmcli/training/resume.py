@@ -6,9 +6,9 @@ The state is two files in the run directory, neither of them pickle:
   of the optimiser's per-parameter state keyed by parameter name (Adam's ``step``, ``exp_avg``,
   ``exp_avg_sq``), the gradient monitor's running sums and torch's RNG state;
 - ``resume.json``: the epoch and the step within it, the epoch's running sums, the best-so-far
-  record, the history rows, the numpy generator's state at the start of the epoch (the batch order
-  is rebuilt from it), Python's ``random`` state, the optimiser's hyperparameters, the config, and
-  the SHA-256 of the tensors file.
+  record, the history rows, the lr schedule's and early stopping's state, the numpy generator's
+  state at the start of the epoch (the batch order is rebuilt from it), Python's ``random``
+  state, the optimiser's hyperparameters, the config, and the SHA-256 of the tensors file.
 
 The tensors file is written first and the JSON last, each atomically; the JSON names the checksum
 of the tensors it belongs to, so a crash between the two writes is detected on resume instead of
@@ -24,7 +24,7 @@ import random
 import signal
 import threading
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -91,6 +91,7 @@ class ResumeState:
     python_random: Any
     monitor: dict[str, Any]
     tensors: dict[str, Tensor]
+    schedule: dict[str, Any] = field(default_factory=dict)  # lr schedule and patience count
 
 
 def save_resume(
@@ -134,6 +135,7 @@ def save_resume(
         "config": state.config,
         "python_random": random.getstate(),
         "monitor": monitor_values,
+        "schedule": state.schedule,
         "optimizer": {"class": type(optimizer).__name__, "param_groups": groups},
     }
     # Last: the JSON names the tensors it belongs to, so it is the commit of the pair.
@@ -183,6 +185,7 @@ def load_resume(run_dir: Path) -> ResumeState:
             python_random=payload["python_random"],
             monitor=payload["monitor"],
             tensors=tensors,
+            schedule=dict(payload.get("schedule") or {}),
         )
     except (SafetensorError, KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"the resumable state in {run_dir} is incomplete ({error}); "

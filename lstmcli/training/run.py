@@ -62,6 +62,7 @@ from lstmcli.training.resume import (
     save_resume,
     stop_on_signals,
 )
+from lstmcli.training.schedule import Schedule
 from lstmcli.training.trainer import Batch, Diverged, EpochProgress, Stopped, Trainer
 
 
@@ -72,6 +73,8 @@ class TrainResult:
     best_val_accuracy: float
     test_accuracy: float | None
     history: list[dict[str, Any]] = field(default_factory=list)
+    stopped_early: bool = False  # --patience ended the run before --epochs
+    stopped_epoch: int | None = None
 
 
 def seed_everything(seed: int) -> np.random.Generator:
@@ -187,6 +190,12 @@ def _epochs(
     )
     diagnostics = config.train.diagnostics
     monitor = (GradientMonitor if diagnostics else NormMonitor)(model, config.train.clip_norm)
+    train_cfg = config.train
+    schedule = Schedule(train_cfg.lr_schedule, train_cfg.lr, train_cfg.epochs,
+                        train_cfg.warmup_epochs, train_cfg.patience)
+    if start:
+        schedule.load_state(start.schedule)
+    stopped_epoch: int | None = None
     trainer = Trainer(model, optimizer, nn.functional.cross_entropy, monitor, callbacks, stop)
     # Fixed for the whole run, so that the per-epoch curves compare like with like.
     flow_batch = diagnostic_batch(encoded["validation"], splits.validation.labels,
@@ -218,9 +227,13 @@ def _epochs(
         if not resumed:
             monitor.start_epoch()
         progress = start.progress if start and resumed else EpochProgress()
+        lr = schedule.lr(epoch)  # set even on resume: optimizer.param_groups are not restored
+        for group in optimizer.param_groups:
+            group["lr"] = lr
         if stop():  # a signal between epochs (during validation): stop before drawing batches
             _interrupt(run_dir, model, optimizer, monitor, stop, rank, ResumeState(
-                epoch, progress, epoch_rng, best, history, config.to_dict(), None, {}, {}))
+                epoch, progress, epoch_rng, best, history, config.to_dict(), None, {}, {},
+                schedule.state()))
         batches = shard(bucket_batches(train_lengths, config.train.batch_size, rng),
                         rank, world_size)
         try:
@@ -230,7 +243,8 @@ def _epochs(
                 epoch, len(batches), progress)
         except Stopped as stopped:
             _interrupt(run_dir, model, optimizer, monitor, stop, rank, ResumeState(
-                epoch, stopped.progress, epoch_rng, best, history, config.to_dict(), None, {}, {}))
+                epoch, stopped.progress, epoch_rng, best, history, config.to_dict(), None, {}, {},
+                schedule.state()))
         except Diverged as error:
             kept = (f"the best checkpoint so far (epoch {best['epoch']}) in {run_dir} is intact"
                     if best["epoch"] else "no checkpoint was written yet")
@@ -241,6 +255,7 @@ def _epochs(
         gradients = monitor.epoch_summary()
         row = {
             "epoch": epoch,
+            "lr": lr,
             "train_loss": stats.loss,
             "train_accuracy": stats.accuracy,
             "val_loss": float(nn.functional.cross_entropy(val_logits, val_labels)),
@@ -260,6 +275,8 @@ def _epochs(
         improved = (row["val_accuracy"], -row["val_loss"]) > (best["val_accuracy"],
                                                               -best["val_loss"])
         row["best"] = improved
+        if schedule.end_epoch(row["val_loss"], improved):
+            stopped_epoch = epoch
         if improved:
             best = {key: row[key] for key in ("epoch", "val_accuracy", "val_loss")}
             if rank == 0:
@@ -268,13 +285,16 @@ def _epochs(
         if rank == 0:
             append_line(run_dir / METRICS_FILE, dumps(row))
         callbacks.on_epoch_end(row)
+        if stopped_epoch is not None:
+            break
 
     test_accuracy = None
     if rank == 0:
         test_accuracy = _final_test(run_dir, model, config, splits, encoded, device)
         clear_resume(run_dir)
         remember_latest(run_dir)
-    return TrainResult(run_dir, best["epoch"], best["val_accuracy"], test_accuracy, history)
+    return TrainResult(run_dir, best["epoch"], best["val_accuracy"], test_accuracy, history,
+                       stopped_epoch is not None, stopped_epoch)
 
 
 def _interrupt(

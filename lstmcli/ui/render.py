@@ -115,6 +115,9 @@ class TrainDisplay(Callbacks):
         if summary["test_accuracy"] is not None:
             line += f", test accuracy {summary['test_accuracy']:.4f}"
         self.out.print(line)
+        if summary.get("stopped_early"):
+            self.out.print(f"stopped early after epoch {summary['stopped_epoch']}: no "
+                           "validation improvement for --patience epochs")
         self.out.print(f"saved {escape(summary['run_dir'])}")
 
 
