@@ -2,6 +2,8 @@
 
 
 import functools
+import io
+import os
 import sys
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
@@ -25,6 +27,9 @@ app = typer.Typer(
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
+# 128 + SIGPIPE (13): what a shell reports for a writer whose reader closed the pipe.
+SIGPIPE_EXIT = 141
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -38,6 +43,11 @@ def handles_errors(command: F) -> F:
         except TrainingInterrupted as error:  # not an error: the line says how to continue
             err.print(f"[bold yellow]{escape(str(error))}[/]")
             raise typer.Exit(error.exit_code) from None
+        except BrokenPipeError:
+            # The reader went away (`lstm predict ... | head -1`): stop quietly with the status
+            # a process killed by SIGPIPE has, as `cat` and `grep` do.
+            silence_stdout()
+            raise typer.Exit(SIGPIPE_EXIT) from None
         except LstmError as error:
             err.print(f"[bold red]error:[/] {escape(str(error))}")
             raise typer.Exit(error.exit_code) from None
@@ -51,6 +61,17 @@ def handles_errors(command: F) -> F:
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null, so that Python's final flush of a closed pipe prints no
+    'Exception ignored ... BrokenPipeError'."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, io.UnsupportedOperation):  # no real stdout (a test runner)
+        pass
 
 
 def version_callback(value: bool) -> None:

@@ -133,18 +133,31 @@ def _decoded(text: str, number: int) -> str:
     return text
 
 
+STDIN = "-"  # as a TEXT argument or as --file: the lines of standard input
+
+
 def input_texts(arguments: list[str], file: Path | None) -> Iterator[str]:
-    """The TEXT arguments ('-' replaced by the lines of stdin, read once), then --file's lines."""
+    """The TEXT arguments ('-' replaced by the lines of stdin, read once), then --file's lines
+    (--file - is stdin too)."""
     stdin_read = False
     for number, text in enumerate(arguments, start=1):
-        if text != "-":
+        if text != STDIN:
             yield _decoded(text, number)
         elif not stdin_read:
             stdin_read = True
             yield from read_lines(sys.stdin, "standard input")
-    if file is not None:
+    if file is not None and str(file) == STDIN:
+        if not stdin_read:
+            yield from read_lines(sys.stdin, "standard input")
+    elif file is not None:
         with open(file, encoding="utf-8") as handle:
             yield from read_lines(handle, str(file))
+
+
+def write_line(line: str) -> None:
+    """One result, flushed at once: the next stage of a pipeline sees it without waiting."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 @app.command()
@@ -155,38 +168,45 @@ def predict(
     = None,
     model: ModelDirOpt = None,
     file: Annotated[Path | None, typer.Option(
-        "--file", "-f", help="Read one text per line from this file.")] = None,
+        "--file", "-f", help="Read one text per line from this file; '-' is stdin.")] = None,
     device: Annotated[str, typer.Option("--device", help="auto|cpu|cuda")] = "cpu",
     engine: Annotated[str, typer.Option(
         "--engine", help="auto|numpy|torch. numpy runs on the CPU without loading torch; auto "
-        f"picks it on the CPU for up to {NUMPY_MAX_TEXTS} texts, torch otherwise.")] = "auto",
+        f"picks it on the CPU for up to {NUMPY_MAX_TEXTS} texts or stdin, torch otherwise.")]
+    = "auto",
     as_json: Annotated[bool, typer.Option(
         "--json", help="One JSON object per text (text, label, probabilities).")] = False,
 ) -> None:
-    """Classify texts: a label and its probability per text, one line each."""
-    if file is not None and not file.is_file():
+    """Classify texts: label, probability and text per line, tab-separated."""
+    arguments = list(texts or [])
+    from_stdin = STDIN in arguments or (file is not None and str(file) == STDIN)
+    if file is not None and not from_stdin and not file.is_file():
         raise DataError(f"--file {file} does not exist; pass a text file, one text per line")
-    stream = input_texts(list(texts or []), file)
-    # Enough of the input to choose the engine: numpy for a few texts, torch for bulk.
-    head = list(itertools.islice(stream, NUMPY_MAX_TEXTS + 1))
-    if not head:
-        raise DataError("no text to classify; pass TEXT arguments, '-' for stdin or --file F")
+    stream = input_texts(arguments, file)
+    if from_stdin:
+        # A pipeline may write its next line only after reading our answer to the last one:
+        # no read-ahead, one text at a time, the engine chosen without counting.
+        head, count, chunk = [], None, 1
+    else:
+        # Enough of the input to choose the engine: numpy for a few texts, torch for bulk.
+        head = list(itertools.islice(stream, NUMPY_MAX_TEXTS + 1))
+        if not head:
+            raise DataError("no text to classify; pass TEXT arguments, '-' for stdin or --file F")
+        count, chunk = len(head), None
 
     from lstmcli.device import resolve_device_name
-    from lstmcli.inference.predictor import Predictor, choose_engine
+    from lstmcli.inference.predictor import STREAM_CHUNK, Predictor, choose_engine
 
     device = resolve_device_name(device)
-    predictor = Predictor.from_run(model, device, choose_engine(engine, device, len(head)))
-    results = predictor.predict_stream(itertools.chain(head, stream))
-    if as_json:
-        for result in results:
-            print_json(result.to_dict())
-        return
-    colours = {0: "red", 1: "green"} if len(predictor.label_names) == 2 else {}
+    predictor = Predictor.from_run(model, device, choose_engine(engine, device, count))
+    results = predictor.predict_stream(itertools.chain(head, stream), chunk or STREAM_CHUNK)
+    written = 0
     for result in results:
-        colour = colours.get(predictor.label_names.index(result.label), "cyan")
-        line = f"[{colour}]{escape(result.label)}[/] {result.probability:.2f}"
-        if len(head) > 1:
-            line += f"  {escape(printable(result.text))}"
-        out.print(line)
-
+        written += 1
+        if as_json:
+            print_json(result.to_dict())
+        else:
+            # One shape for one text or many, so that `cut -f1` works whatever the count.
+            write_line(f"{result.label}\t{result.probability:.2f}\t{printable(result.text)}")
+    if not written:
+        raise DataError("no text to classify; pass TEXT arguments, '-' for stdin or --file F")
