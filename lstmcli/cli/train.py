@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -128,7 +129,7 @@ def train(
         display = TrainDisplay(out, err, quiet=as_json)
         with display:
             result = resume_training(resume, display, epochs)
-        _report(result, display, as_json)
+        _finish(result, display, as_json)
         return
 
     config = load_config(config_file)
@@ -149,13 +150,24 @@ def train(
     display = TrainDisplay(out, err, quiet=as_json)
     with display:
         result = run_training(config, display, overwrite=overwrite)
-    _report(result, display, as_json)
+    _finish(result, display, as_json)
 
 
 # What --resume leaves to the command (and the resumed run's own config), and flag spellings.
 _RESUME_KEEPS = {"resume", "epochs", "as_json"}
 _FLAG_NAMES = {"config_file": "--config", "bidirectional": "--bidirectional/--unidirectional",
                "diagnostics": "--diagnostics/--no-diagnostics"}
+
+
+def _finish(result: Any, display: Any, as_json: bool) -> None:
+    """The model card (once training has returned: an interrupted run gets none), then the
+    report."""
+    from lstmcli.device import process_rank
+    from lstmcli.modelcard import write_model_card
+
+    if process_rank()[0] == 0:  # one writer, the rank that wrote the checkpoints
+        write_model_card(result.run_dir, sys.argv)
+    _report(result, display, as_json)
 
 
 def _report(result: Any, display: Any, as_json: bool) -> None:
