@@ -368,7 +368,7 @@ def test_short_help_on_the_app_and_every_command():
         assert short.exit_code == 0, (args, short.output)
         assert short.output == long.output
         assert "Usage:" in short.output
-        assert re.search(r"--help +-h +Show this message", short.output), short.output
+        assert re.search(r"--help +-h +Show this", short.output), short.output
 
 
 def test_a_terminal_keeps_the_live_display():

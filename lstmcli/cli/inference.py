@@ -17,16 +17,20 @@ from lstmcli.cli.common import (
     JsonOpt,
     LabelColumnOpt,
     ModelDirOpt,
+    QuietOpt,
     TextColumnOpt,
     ThresholdOpt,
     app,
+    choice_option,
+    device_option,
     err,
     handles_errors,
     out,
     print_json,
     undecodable_byte,
 )
-from lstmcli.config import NUMPY_MAX_TEXTS, DataConfig, apply_overrides
+from lstmcli.config import ENGINE_CHOICES, NUMPY_MAX_TEXTS, DataConfig, apply_overrides
+from lstmcli.data.registry import SPLITS
 from lstmcli.errors import DataError
 from lstmcli.ui.text import printable
 
@@ -52,10 +56,10 @@ def eval_data_config(
 def eval_command(
     model: ModelDirOpt = None,
     dataset: DatasetOpt = None,
-    split: Annotated[str | None, typer.Option(
-        "--split", help="train, validation or test \\[default: test]; a data file given with "
-        "--dataset is scored whole (all) unless --split names a part.", show_default=False)]
-    = None,
+    split: Annotated[str | None, choice_option(
+        "--split", choices=lambda: (*SPLITS, "all"), help="\\[default: test]; a data file given "
+        "with --dataset is scored whole (all) unless --split names a part.",
+        show_default=False)] = None,
     data_dir: DataDirOpt = None,
     text_column: TextColumnOpt = None,
     label_column: LabelColumnOpt = None,
@@ -63,7 +67,7 @@ def eval_command(
     max_eval_samples: Annotated[int | None, typer.Option(
         "--max-eval-samples", help="Score a seeded, stratified subset of this many rows; 0 or "
         "absent: every row (the run's own cap is not reused).")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto|cpu|cuda")] = "cpu",
+    device: Annotated[str, device_option()] = "cpu",
     min_accuracy: Annotated[float | None, typer.Option(
         "--min-accuracy", help="Exit 1 (after the report) when accuracy is below this fraction.")]
     = None,
@@ -71,6 +75,7 @@ def eval_command(
         "--min-f1", help="Exit 1 (after the report) when macro F1 is below this fraction.")]
     = None,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Accuracy, per-class precision/recall/F1 and the confusion matrix of a trained run;
     --min-accuracy / --min-f1 make it a quality gate."""
@@ -98,7 +103,7 @@ def eval_command(
         payload["checks"] = checks
     if as_json:
         print_json(payload)
-    else:
+    elif not quiet:
         for note in loaded.notes:
             err.print(f"[yellow]note:[/] {escape(printable(note))}")
         for renderable in eval_tables(payload):
@@ -169,13 +174,14 @@ def predict(
     model: ModelDirOpt = None,
     file: Annotated[Path | None, typer.Option(
         "--file", "-f", help="Read one text per line from this file; '-' is stdin.")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto|cpu|cuda")] = "cpu",
-    engine: Annotated[str, typer.Option(
-        "--engine", help="auto|numpy|torch. numpy runs on the CPU without loading torch; auto "
-        f"picks it on the CPU for up to {NUMPY_MAX_TEXTS} texts or stdin, torch otherwise.")]
-    = "auto",
+    device: Annotated[str, device_option()] = "cpu",
+    engine: Annotated[str, choice_option(
+        "--engine", choices=lambda: ENGINE_CHOICES, help="numpy runs on the CPU without loading "
+        f"torch; auto picks it on the CPU for up to {NUMPY_MAX_TEXTS} texts or stdin, torch "
+        "otherwise.")] = "auto",
     as_json: Annotated[bool, typer.Option(
         "--json", help="One JSON object per text (text, label, probabilities).")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Classify texts: label, probability and text per line, tab-separated."""
     arguments = list(texts or [])
@@ -205,7 +211,7 @@ def predict(
         written += 1
         if as_json:
             print_json(result.to_dict())
-        else:
+        elif not quiet:
             # One shape for one text or many, so that `cut -f1` works whatever the count.
             write_line(f"{result.label}\t{result.probability:.2f}\t{printable(result.text)}")
     if not written:
