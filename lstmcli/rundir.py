@@ -26,8 +26,9 @@ from lstmcli.runs import (
 )
 
 LOCK_FILE = ".lock"
+# README.md: the model card (lstmcli.modelcard), named here to keep this module free of it.
 RUN_FILES = (WEIGHTS_FILE, PENDING_WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_FILE, METRICS_FILE,
-             RESUME_TENSORS_FILE, RESUME_STATE_FILE)
+             RESUME_TENSORS_FILE, RESUME_STATE_FILE, "README.md")
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 

@@ -92,11 +92,13 @@ def test_predict_human_output_and_latest_run(tiny_file, tmp_path):
     train_tiny(tiny_file, tmp_path / "run")
     single = invoke("predict", "great movie")  # no --model: the latest run
     assert single.exit_code == 0, single.output
-    label, probability = single.output.split()
+    # One shape whatever the count: label<TAB>probability<TAB>text.
+    label, probability, text = single.output.rstrip("\n").split("\t")
     assert label in {"positive", "negative"} and 0.5 <= float(probability) <= 1.0
+    assert text == "great movie"
     several = invoke("predict", "great movie", "dreadful food")
     lines = several.output.splitlines()
-    assert [line.split(maxsplit=2)[2] for line in lines] == ["great movie", "dreadful food"]
+    assert [line.split("\t", 2)[2] for line in lines] == ["great movie", "dreadful food"]
 
 
 def test_predict_reads_stdin_and_files(tiny_file, tmp_path):
@@ -366,7 +368,7 @@ def test_short_help_on_the_app_and_every_command():
         assert short.exit_code == 0, (args, short.output)
         assert short.output == long.output
         assert "Usage:" in short.output
-        assert re.search(r"--help +-h +Show this message", short.output), short.output
+        assert re.search(r"--help +-h +Show this", short.output), short.output
 
 
 def test_a_terminal_keeps_the_live_display():

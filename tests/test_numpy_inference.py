@@ -245,7 +245,8 @@ def test_predict_never_imports_torch_and_matches_the_torch_engine(trained_run):
                                       "torch", "great movie")
     assert "torch" in imported
     assert output == torch_output
-    label, probability = output.split()
+    label, probability, text = output.rstrip("\n").split("\t")
+    assert text == "great movie"
     assert label in {"positive", "negative"} and 0.5 <= float(probability) <= 1
 
 

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
 from lstmcli.cli.common import (
     DataDirOpt,
     JsonOpt,
@@ -77,3 +83,31 @@ def datasets(
     out.print(table)
 
 
+
+
+@app.command("runs")
+@handles_errors
+def runs_command(
+    directory: Annotated[Path | None, typer.Argument(
+        help="Where to look (default: the runs root, $LSTM_RUNS_DIR or ./runs).",
+        show_default=False)] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List trained runs: cell, dataset, best epoch, validation and test accuracy, date."""
+    from lstmcli.errors import DataError
+    from lstmcli.modelcard import list_runs
+    from lstmcli.runs import runs_root
+    from lstmcli.ui.listing import runs_table
+    from lstmcli.ui.text import printable
+
+    root = runs_root() if directory is None else directory
+    if not root.is_dir():
+        raise DataError(f"{root} is not a directory; pass the directory that holds the runs")
+    rows = list_runs(root)
+    if as_json:
+        print_json({"root": str(root), "runs": rows})
+    elif not rows:
+        out.print(f"no runs under {escape(printable(str(root)))}")
+    else:
+        out.print(f"runs under {escape(printable(str(root)))}")
+        out.print(runs_table(rows))

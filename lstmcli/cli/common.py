@@ -2,8 +2,10 @@
 
 
 import functools
+import io
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -17,13 +19,16 @@ from lstmcli.jsonout import dumps
 app = typer.Typer(
     help="Train, evaluate, diagnose and serve recurrent-network sentiment classifiers.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # `lstm --install-completion`: flags and their choices in the shell
     pretty_exceptions_enable=False,
     # Every command inherits these from the app's context: `lstm train -h` as well as `lstm -h`.
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+# 128 + SIGPIPE (13): what a shell reports for a writer whose reader closed the pipe.
+SIGPIPE_EXIT = 141
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -38,6 +43,11 @@ def handles_errors(command: F) -> F:
         except TrainingInterrupted as error:  # not an error: the line says how to continue
             err.print(f"[bold yellow]{escape(str(error))}[/]")
             raise typer.Exit(error.exit_code) from None
+        except BrokenPipeError:
+            # The reader went away (`lstm predict ... | head -1`): stop quietly with the status
+            # a process killed by SIGPIPE has, as `cat` and `grep` do.
+            silence_stdout()
+            raise typer.Exit(SIGPIPE_EXIT) from None
         except LstmError as error:
             err.print(f"[bold red]error:[/] {escape(str(error))}")
             raise typer.Exit(error.exit_code) from None
@@ -51,6 +61,17 @@ def handles_errors(command: F) -> F:
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null, so that Python's final flush of a closed pipe prints no
+    'Exception ignored ... BrokenPipeError'."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, io.UnsupportedOperation):  # no real stdout (a test runner)
+        pass
 
 
 def version_callback(value: bool) -> None:
@@ -85,6 +106,32 @@ MaxEvalOpt = Annotated[int | None, typer.Option(
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object for machines.")]
 ModelDirOpt = Annotated[str | None, typer.Option(
     "--model", "-m", help="Run directory written by `lstm train` (default: the latest run).")]
+
+
+def choice_option(
+    *names: str, choices: Callable[[], Sequence[str]], help: str, **settings: Any
+) -> Any:
+    """An option whose help shows its choices as click does (`[a|b|c]`) and whose shell
+    completion offers them. The values are still checked by the library, so that a bad one stays
+    the library's one line naming the choices (click's own check prints a boxed, multi-line
+    usage error). ``choices`` is called lazily for completion: a cell registered by a plugin
+    after this module was imported is offered too."""
+    def complete(incomplete: str) -> list[str]:
+        return [choice for choice in choices() if choice.startswith(incomplete)]
+
+    return typer.Option(*names, help=help, metavar="[" + "|".join(choices()) + "]",
+                        autocompletion=complete, **settings)
+
+
+def device_option(default_help: str = "") -> Any:
+    from lstmcli.config import DEVICE_CHOICES
+
+    return choice_option("--device", choices=lambda: DEVICE_CHOICES,
+                         help=f"Where the model runs.{default_help}")
+
+
+QuietOpt = Annotated[bool, typer.Option(
+    "--quiet", "-q", help="Print nothing but errors (--json output is still printed).")]
 
 
 def print_json(payload: Any) -> None:

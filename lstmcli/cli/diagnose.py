@@ -11,7 +11,10 @@ from rich.markup import escape
 from lstmcli.cli.common import (
     JsonOpt,
     ModelDirOpt,
+    QuietOpt,
     app,
+    choice_option,
+    device_option,
     err,
     handles_errors,
     out,
@@ -33,10 +36,9 @@ def diagnose(
     model: Annotated[str | None, typer.Option(
         "--model", "-m", help="A run directory: diagnose that trained model on a batch of its own "
         "validation data instead of the synthetic task.")] = None,
-    cell: Annotated[list[str] | None, typer.Option(
-        "--cell", help=f"A cell for the synthetic long-range task; repeat for several "
-        f"({', '.join(cell_names())}). \\[default: {', '.join(_default_cells())}]",
-        show_default=False)] = None,
+    cell: Annotated[list[str] | None, choice_option(
+        "--cell", choices=cell_names, help="A cell for the synthetic long-range task; repeat "
+        f"for several. \\[default: {', '.join(_default_cells())}]", show_default=False)] = None,
     seq_len: Annotated[int | None, typer.Option(
         "--seq-len", help="Tokens per synthetic example. \\[default: 200]")] = None,
     train_steps: Annotated[int | None, typer.Option(
@@ -53,8 +55,9 @@ def diagnose(
     plot: Annotated[Path | None, typer.Option(
         "--plot", help="Also draw the curves into this .png, .svg or .pdf file (needs "
         "matplotlib: pip install lstmcli\\[plot]).")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto|cpu|cuda (with --model)")] = "cpu",
+    device: Annotated[str, device_option(" With --model.")] = "cpu",
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Gradient flow through time and gate statistics, on a synthetic task or a trained run.
 
@@ -76,7 +79,7 @@ def diagnose(
         title = f"{Path(payload['run_dir']).name}: {payload['dataset']} validation batch"
     else:
         payload = _diagnose_synthetic(cell, seq_len, train_steps, hidden_size, seed, gate_bias,
-                                      as_json)
+                                      as_json or quiet)
         task = payload["task"]
         title = (f"long-range task, {task['seq_len']} tokens, gate bias {task['gate_bias']:g}: "
                  f"at init" + (f" and after {task['train_steps']} steps (dashed)"
@@ -92,6 +95,8 @@ def diagnose(
     if as_json:
         print_json(payload)
         return
+    if quiet:
+        return
     from lstmcli.ui.render import diagnose_renderables
 
     if payload["mode"] == "synthetic":
@@ -101,7 +106,7 @@ def diagnose(
                   f"tokens; {task['train_steps']} training steps per cell, hidden size "
                   f"{task['hidden_size']}, memory-gate bias {task['gate_bias']:g}, seed "
                   f"{task['seed']}; accuracy on "
-                  f"{task['eval_examples']} held-out examples")
+                  f"{task['eval_examples']} held-out examples", soft_wrap=False)
     else:
         dataset = escape(printable(payload["dataset"]))
         out.print(f"{escape(payload['run_dir'])} on a {dataset} validation batch")
@@ -161,7 +166,7 @@ def explain(
     text: Annotated[str | None, typer.Argument(
         help="The text to explain.", show_default=False)] = None,
     model: ModelDirOpt = None,
-    device: Annotated[str, typer.Option("--device", help="auto|cpu|cuda")] = "cpu",
+    device: Annotated[str, device_option()] = "cpu",
     as_json: Annotated[bool, typer.Option(
         "--json", help="One JSON object: per token its probabilities and gate value.")] = False,
 ) -> None:
@@ -186,4 +191,6 @@ def explain(
     from lstmcli.ui.render import explain_renderables
 
     for renderable in explain_renderables(payload, width=out.width):
-        out.print(renderable)
+        # soft_wrap off: rich wraps the notes at word boundaries, where a terminal would cut a
+        # word in two.
+        out.print(renderable, soft_wrap=False)

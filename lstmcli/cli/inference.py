@@ -17,16 +17,20 @@ from lstmcli.cli.common import (
     JsonOpt,
     LabelColumnOpt,
     ModelDirOpt,
+    QuietOpt,
     TextColumnOpt,
     ThresholdOpt,
     app,
+    choice_option,
+    device_option,
     err,
     handles_errors,
     out,
     print_json,
     undecodable_byte,
 )
-from lstmcli.config import NUMPY_MAX_TEXTS, DataConfig, apply_overrides
+from lstmcli.config import ENGINE_CHOICES, NUMPY_MAX_TEXTS, DataConfig, apply_overrides
+from lstmcli.data.registry import SPLITS
 from lstmcli.errors import DataError
 from lstmcli.ui.text import printable
 
@@ -52,10 +56,10 @@ def eval_data_config(
 def eval_command(
     model: ModelDirOpt = None,
     dataset: DatasetOpt = None,
-    split: Annotated[str | None, typer.Option(
-        "--split", help="train, validation or test \\[default: test]; a data file given with "
-        "--dataset is scored whole (all) unless --split names a part.", show_default=False)]
-    = None,
+    split: Annotated[str | None, choice_option(
+        "--split", choices=lambda: (*SPLITS, "all"), help="\\[default: test]; a data file given "
+        "with --dataset is scored whole (all) unless --split names a part.",
+        show_default=False)] = None,
     data_dir: DataDirOpt = None,
     text_column: TextColumnOpt = None,
     label_column: LabelColumnOpt = None,
@@ -63,7 +67,7 @@ def eval_command(
     max_eval_samples: Annotated[int | None, typer.Option(
         "--max-eval-samples", help="Score a seeded, stratified subset of this many rows; 0 or "
         "absent: every row (the run's own cap is not reused).")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto|cpu|cuda")] = "cpu",
+    device: Annotated[str, device_option()] = "cpu",
     min_accuracy: Annotated[float | None, typer.Option(
         "--min-accuracy", help="Exit 1 (after the report) when accuracy is below this fraction.")]
     = None,
@@ -71,6 +75,7 @@ def eval_command(
         "--min-f1", help="Exit 1 (after the report) when macro F1 is below this fraction.")]
     = None,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Accuracy, per-class precision/recall/F1 and the confusion matrix of a trained run;
     --min-accuracy / --min-f1 make it a quality gate."""
@@ -98,7 +103,7 @@ def eval_command(
         payload["checks"] = checks
     if as_json:
         print_json(payload)
-    else:
+    elif not quiet:
         for note in loaded.notes:
             err.print(f"[yellow]note:[/] {escape(printable(note))}")
         for renderable in eval_tables(payload):
@@ -133,18 +138,31 @@ def _decoded(text: str, number: int) -> str:
     return text
 
 
+STDIN = "-"  # as a TEXT argument or as --file: the lines of standard input
+
+
 def input_texts(arguments: list[str], file: Path | None) -> Iterator[str]:
-    """The TEXT arguments ('-' replaced by the lines of stdin, read once), then --file's lines."""
+    """The TEXT arguments ('-' replaced by the lines of stdin, read once), then --file's lines
+    (--file - is stdin too)."""
     stdin_read = False
     for number, text in enumerate(arguments, start=1):
-        if text != "-":
+        if text != STDIN:
             yield _decoded(text, number)
         elif not stdin_read:
             stdin_read = True
             yield from read_lines(sys.stdin, "standard input")
-    if file is not None:
+    if file is not None and str(file) == STDIN:
+        if not stdin_read:
+            yield from read_lines(sys.stdin, "standard input")
+    elif file is not None:
         with open(file, encoding="utf-8") as handle:
             yield from read_lines(handle, str(file))
+
+
+def write_line(line: str) -> None:
+    """One result, flushed at once: the next stage of a pipeline sees it without waiting."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 @app.command()
@@ -155,38 +173,46 @@ def predict(
     = None,
     model: ModelDirOpt = None,
     file: Annotated[Path | None, typer.Option(
-        "--file", "-f", help="Read one text per line from this file.")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto|cpu|cuda")] = "cpu",
-    engine: Annotated[str, typer.Option(
-        "--engine", help="auto|numpy|torch. numpy runs on the CPU without loading torch; auto "
-        f"picks it on the CPU for up to {NUMPY_MAX_TEXTS} texts, torch otherwise.")] = "auto",
+        "--file", "-f", help="Read one text per line from this file; '-' is stdin.")] = None,
+    device: Annotated[str, device_option()] = "cpu",
+    engine: Annotated[str, choice_option(
+        "--engine", choices=lambda: ENGINE_CHOICES, help="numpy runs on the CPU without loading "
+        f"torch; auto picks it on the CPU for up to {NUMPY_MAX_TEXTS} texts or stdin, torch "
+        "otherwise.")] = "auto",
     as_json: Annotated[bool, typer.Option(
         "--json", help="One JSON object per text (text, label, probabilities).")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
-    """Classify texts: a label and its probability per text, one line each."""
-    if file is not None and not file.is_file():
+    """Classify texts: label, probability and text per line, tab-separated."""
+    arguments = list(texts or [])
+    from_stdin = STDIN in arguments or (file is not None and str(file) == STDIN)
+    if file is not None and not from_stdin and not file.is_file():
         raise DataError(f"--file {file} does not exist; pass a text file, one text per line")
-    stream = input_texts(list(texts or []), file)
-    # Enough of the input to choose the engine: numpy for a few texts, torch for bulk.
-    head = list(itertools.islice(stream, NUMPY_MAX_TEXTS + 1))
-    if not head:
-        raise DataError("no text to classify; pass TEXT arguments, '-' for stdin or --file F")
+    stream = input_texts(arguments, file)
+    if from_stdin:
+        # A pipeline may write its next line only after reading our answer to the last one:
+        # no read-ahead, one text at a time, the engine chosen without counting.
+        head, count, chunk = [], None, 1
+    else:
+        # Enough of the input to choose the engine: numpy for a few texts, torch for bulk.
+        head = list(itertools.islice(stream, NUMPY_MAX_TEXTS + 1))
+        if not head:
+            raise DataError("no text to classify; pass TEXT arguments, '-' for stdin or --file F")
+        count, chunk = len(head), None
 
     from lstmcli.device import resolve_device_name
-    from lstmcli.inference.predictor import Predictor, choose_engine
+    from lstmcli.inference.predictor import STREAM_CHUNK, Predictor, choose_engine
 
     device = resolve_device_name(device)
-    predictor = Predictor.from_run(model, device, choose_engine(engine, device, len(head)))
-    results = predictor.predict_stream(itertools.chain(head, stream))
-    if as_json:
-        for result in results:
-            print_json(result.to_dict())
-        return
-    colours = {0: "red", 1: "green"} if len(predictor.label_names) == 2 else {}
+    predictor = Predictor.from_run(model, device, choose_engine(engine, device, count))
+    results = predictor.predict_stream(itertools.chain(head, stream), chunk or STREAM_CHUNK)
+    written = 0
     for result in results:
-        colour = colours.get(predictor.label_names.index(result.label), "cyan")
-        line = f"[{colour}]{escape(result.label)}[/] {result.probability:.2f}"
-        if len(head) > 1:
-            line += f"  {escape(printable(result.text))}"
-        out.print(line)
-
+        written += 1
+        if as_json:
+            print_json(result.to_dict())
+        elif not quiet:
+            # One shape for one text or many, so that `cut -f1` works whatever the count.
+            write_line(f"{result.label}\t{result.probability:.2f}\t{printable(result.text)}")
+    if not written:
+        raise DataError("no text to classify; pass TEXT arguments, '-' for stdin or --file F")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,21 +14,18 @@ from lstmcli.cli.common import (
     JsonOpt,
     LabelColumnOpt,
     MaxEvalOpt,
+    QuietOpt,
     TextColumnOpt,
     ThresholdOpt,
     app,
+    choice_option,
+    device_option,
     err,
     handles_errors,
     out,
     print_json,
 )
-from lstmcli.config import (
-    DEVICE_CHOICES,
-    LR_SCHEDULES,
-    POOLING_CHOICES,
-    apply_overrides,
-    load_config,
-)
+from lstmcli.config import LR_SCHEDULES, POOLING_CHOICES, apply_overrides, load_config
 from lstmcli.errors import ConfigError
 from lstmcli.nn.cells import cell_names
 
@@ -38,8 +36,9 @@ def train(
     config_file: Annotated[Path | None, typer.Option(
         "--config", "-c", help="TOML file with \\[model], \\[data], \\[train] sections; flags "
         "override it.")] = None,
-    cell: Annotated[str | None, typer.Option(
-        "--cell", help=f"Recurrent cell: {', '.join(cell_names())}.")] = None,
+    cell: Annotated[str | None, choice_option(
+        "--cell", choices=cell_names, help="Recurrent cell (see `lstm cells`). "
+        "\\[default: lstm]")] = None,
     dataset: DatasetOpt = None,
     data_dir: DataDirOpt = None,
     text_column: TextColumnOpt = None,
@@ -81,8 +80,8 @@ def train(
         "--gate-bias", "--forget-bias", help="Initial bias of the memory gate: the forget gate "
         "of the LSTM family, the update gate of the GRU (see `lstm cells`). \\[default: the "
         "cell's own: 1.0 for forget gates, torch's initialisation otherwise]")] = None,
-    pooling: Annotated[str | None, typer.Option(
-        "--pooling", help=f"How outputs become one vector: {', '.join(POOLING_CHOICES)}. "
+    pooling: Annotated[str | None, choice_option(
+        "--pooling", choices=lambda: POOLING_CHOICES, help="How outputs become one vector. "
         "\\[default: last]")] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="\\[default: 10]")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="\\[default: 32]")] = None,
@@ -103,8 +102,7 @@ def train(
         "--patience", help="Stop after N epochs without validation improvement; 0 never. "
         "\\[default: 0]")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="\\[default: 0]")] = None,
-    device: Annotated[str | None, typer.Option(
-        "--device", help=f"{'|'.join(DEVICE_CHOICES)}. \\[default: auto]")] = None,
+    device: Annotated[str | None, device_option(" \\[default: auto]")] = None,
     output: Annotated[str | None, typer.Option(
         "--output", "-o", help="Run directory to write (default: runs/<time>-<cell>, or "
         "$LSTM_RUNS_DIR).")] = None,
@@ -121,6 +119,7 @@ def train(
         "--resume", help="Continue the interrupted run in RUN_DIR exactly where it stopped (its "
         "config and tokenizer; only --epochs may change).", metavar="RUN_DIR")] = None,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Train a classifier and write a run directory (weights, config, tokenizer, metrics).
 
@@ -140,10 +139,10 @@ def train(
                               for name in given)
             raise ConfigError(f"--resume continues a run with its own config; {flags} cannot "
                               "change it (only --epochs can)")
-        display = TrainDisplay(out, err, quiet=as_json)
+        display = TrainDisplay(out, err, quiet=as_json or quiet)
         with display:
             result = resume_training(resume, display, epochs)
-        _report(result, display, as_json)
+        _finish(result, display, as_json, quiet)
         return
 
     config = load_config(config_file)
@@ -162,16 +161,28 @@ def train(
         diagnostics=diagnostics, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
         patience=patience))
     config.validate()
-    display = TrainDisplay(out, err, quiet=as_json)
+    display = TrainDisplay(out, err, quiet=as_json or quiet)
     with display:
         result = run_training(config, display, overwrite=overwrite)
-    _report(result, display, as_json)
+    _finish(result, display, as_json, quiet)
 
 
 # What --resume leaves to the command (and the resumed run's own config), and flag spellings.
-_RESUME_KEEPS = {"resume", "epochs", "as_json"}
+_RESUME_KEEPS = {"resume", "epochs", "as_json", "quiet"}
 _FLAG_NAMES = {"config_file": "--config", "bidirectional": "--bidirectional/--unidirectional",
                "diagnostics": "--diagnostics/--no-diagnostics"}
+
+
+def _finish(result: Any, display: Any, as_json: bool, quiet: bool) -> None:
+    """The model card (once training has returned: an interrupted run gets none), then the
+    report."""
+    from lstmcli.device import process_rank
+    from lstmcli.modelcard import write_model_card
+
+    if process_rank()[0] == 0:  # one writer, the rank that wrote the checkpoints
+        write_model_card(result.run_dir, sys.argv)
+    if as_json or not quiet:
+        _report(result, display, as_json)
 
 
 def _report(result: Any, display: Any, as_json: bool) -> None:

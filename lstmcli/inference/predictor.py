@@ -24,9 +24,11 @@ from lstmcli.errors import ConfigError, DataError
 STREAM_CHUNK = 2048
 
 
-def choose_engine(engine: str, device: str, texts: int) -> str:
+def choose_engine(engine: str, device: str, texts: int | None) -> str:
     """The engine that will run: "numpy" or "torch". ``device`` is a resolved device name
-    ("cpu", "cuda", "cuda:1"); auto picks numpy on the CPU for up to NUMPY_MAX_TEXTS texts."""
+    ("cpu", "cuda", "cuda:1"); auto picks numpy on the CPU for up to NUMPY_MAX_TEXTS texts, and
+    for a stream of unknown length (``texts`` None): counting it would mean waiting for input
+    that a pipeline may send only after it has seen the answers so far."""
     if engine not in ENGINE_CHOICES:
         raise ConfigError(
             f"unknown engine {engine!r}; choose one of: {', '.join(ENGINE_CHOICES)}"
@@ -36,7 +38,7 @@ def choose_engine(engine: str, device: str, texts: int) -> str:
         raise ConfigError(f"--engine numpy runs on the CPU only, and the device is {device}; "
                           "pass --device cpu or use --engine torch")
     if engine == "auto":
-        return "numpy" if on_cpu and texts <= NUMPY_MAX_TEXTS else "torch"
+        return "numpy" if on_cpu and (texts is None or texts <= NUMPY_MAX_TEXTS) else "torch"
     return engine
 
 
