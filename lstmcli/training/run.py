@@ -106,8 +106,12 @@ def train(
     config.model.num_classes = len(splits.label_names)
     config.train.output = str(run_dir)
     # Only now, with the data read, is the directory created and locked: bad data leaves nothing.
-    with claim(run_dir, overwrite) if rank == 0 else contextlib.nullcontext():
-        return _train(config, callbacks, splits, tokenizer, encoded, run_dir, device, rng)
+    # SIGINT and SIGTERM are caught while the epochs run: the step in progress ends and the
+    # resumable state is saved.
+    with (claim(run_dir, overwrite) if rank == 0 else contextlib.nullcontext(),
+          stop_on_signals() as stop):
+        return _epochs(config, callbacks, splits, tokenizer, encoded, run_dir, device, rng, None,
+                       stop)
 
 
 def resume(
@@ -139,8 +143,10 @@ def resume(
                               "was interrupted; it cannot be resumed exactly: train a new run")
     encoded = _encode(tokenizer, splits, config)
     rank, _ = process_rank()
-    with claim(run_dir, False, resume=True) if rank == 0 else contextlib.nullcontext():
-        return _train(config, callbacks, splits, tokenizer, encoded, run_dir, device, rng, state)
+    with (claim(run_dir, False, resume=True) if rank == 0 else contextlib.nullcontext(),
+          stop_on_signals() as stop):
+        return _epochs(config, callbacks, splits, tokenizer, encoded, run_dir, device, rng, state,
+                       stop)
 
 
 def _encode(
@@ -151,24 +157,6 @@ def _encode(
         for name, split in (("train", splits.train), ("validation", splits.validation),
                             ("test", splits.test)) if split is not None
     }
-
-
-def _train(
-    config: Config,
-    callbacks: Callbacks,
-    splits: DatasetSplits,
-    tokenizer: Tokenizer,
-    encoded: dict[str, list[np.ndarray]],
-    run_dir: Path,
-    device: torch.device,
-    rng: np.random.Generator,
-    start: ResumeState | None = None,
-) -> TrainResult:
-    """The epochs of a run whose directory is claimed; writes it as it goes. SIGINT and SIGTERM
-    are caught for the duration: the step in progress ends, the resumable state is saved."""
-    with stop_on_signals() as stop:
-        return _epochs(config, callbacks, splits, tokenizer, encoded, run_dir, device, rng, start,
-                       stop)
 
 
 def _epochs(
@@ -183,6 +171,8 @@ def _epochs(
     start: ResumeState | None,
     stop: StopFlag,
 ) -> TrainResult:
+    """The epochs of a run whose directory is claimed (from ``start`` when resuming); writes the
+    run as it goes and stops cleanly when ``stop`` is raised."""
     rank, world_size = process_rank()
     model = SentimentClassifier(config.model).to(device)
     optimizer = torch.optim.Adam(
