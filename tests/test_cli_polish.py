@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from lstmcli.cli import app
 from lstmcli.nn.cells import cell_names
-from lstmcli.ui.render import PALETTE, _blend, explain_renderables
+from lstmcli.ui.explain import PALETTE, _blend, explain_renderables
 
 from helpers import make_reviews, write_jsonl
 

@@ -188,7 +188,7 @@ def explain(
     if as_json:
         print_json(payload)
         return
-    from lstmcli.ui.render import explain_renderables
+    from lstmcli.ui.explain import explain_renderables
 
     for renderable in explain_renderables(payload, width=out.width):
         # soft_wrap off: rich wraps the notes at word boundaries, where a terminal would cut a
