@@ -20,9 +20,12 @@ from lstmcli.nn.cells import DEFAULT_CELL, cell_names, get_cell
 
 MAX_LR = 10.0  # beyond this no optimiser here trains; 1e38 overflowed into a traceback
 MAX_GATE_BIAS = 30.0  # sigmoid(30) is 1 in float32: larger biases change nothing
-POOLING_CHOICES = ("last", "mean", "max")
+POOLING_CHOICES = ("last", "mean", "max", "concat")
+TRUNCATION_CHOICES = ("head", "tail", "both")  # which max_len tokens of a long text are kept
+OPTIMIZER_CHOICES = ("adam", "adamw")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 LR_SCHEDULES = ("constant", "cosine", "onecycle", "plateau")  # lstmcli.training.schedule
+DROPOUTS = ("embed_dropout", "input_dropout", "hidden_dropout", "weight_dropout")  # [model]
 ENGINE_CHOICES = ("auto", "numpy", "torch")  # `lstm predict --engine`
 # --engine auto's limit for numpy on the CPU: beyond it torch's import time (seconds) is small
 # beside the work, and torch's fused kernels do each step in one call where numpy makes several.
@@ -39,6 +42,11 @@ class ModelConfig:
     layers: int = 1
     bidirectional: bool = False
     dropout: float = 0.0
+    # AWD-LSTM's regularisers (lstmcli.nn.dropout); 0 leaves the model as without them.
+    embed_dropout: float = 0.0  # whole word types dropped per batch
+    input_dropout: float = 0.0  # locked: one mask per sequence on the embedded text
+    hidden_dropout: float = 0.0  # locked, between stacked layers
+    weight_dropout: float = 0.0  # DropConnect on the recurrent weights W_hh
     gate_bias: float | None = None  # memory gate's initial bias; None: the cell's default
     pooling: str = "last"
     vocab_size: int = 0  # set from the tokenizer when training starts
@@ -58,8 +66,14 @@ class ModelConfig:
         _positive("embed_dim", self.embed_dim)
         _positive("hidden_size", self.hidden_size)
         _positive("layers", self.layers)
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        for name in ("dropout", *DROPOUTS):
+            value = getattr(self, name)
+            # Written so that NaN fails too.
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"{name} must be in [0, 1), got {value}; 0 turns it off")
+        if self.hidden_dropout > 0 and self.layers == 1:
+            raise ConfigError("hidden_dropout acts between stacked layers and the model has one; "
+                              "drop --hidden-dropout or pass --layers 2 or more")
         if self.gate_bias is not None and not -MAX_GATE_BIAS <= self.gate_bias <= MAX_GATE_BIAS:
             raise ConfigError(f"gate_bias must be a number in [-{MAX_GATE_BIAS:g}, "
                               f"{MAX_GATE_BIAS:g}], got {self.gate_bias}")
@@ -81,10 +95,14 @@ class DataConfig:
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     max_len: int = 400
+    truncation: str = "head"  # which max_len tokens a longer text keeps: TRUNCATION_CHOICES
     vocab_size: int = 20000
     min_freq: int = 1
 
     def validate(self) -> None:
+        if self.truncation not in TRUNCATION_CHOICES:
+            raise ConfigError(f"unknown truncation {self.truncation!r}; choose one of: "
+                              f"{', '.join(TRUNCATION_CHOICES)}")
         if self.positive_threshold is not None and not math.isfinite(self.positive_threshold):
             raise ConfigError(f"positive_threshold must be a finite number, got "
                               f"{self.positive_threshold}")
@@ -104,12 +122,15 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation: Adam, gradient clipping by global norm, best model by validation accuracy."""
+    """Optimisation: Adam or AdamW, gradient clipping by global norm, best model by validation
+    accuracy."""
 
     epochs: int = 10
     batch_size: int = 32
     lr: float = 3e-3
     weight_decay: float = 0.0
+    optimizer: str = "adam"  # adamw: decoupled weight decay (Loshchilov & Hutter 2019)
+    label_smoothing: float = 0.0  # of the training loss only; validation loss stays plain
     clip_norm: float = 5.0  # 0 disables clipping (the norm is still measured)
     seed: int = 0
     device: str = "auto"
@@ -129,6 +150,12 @@ class TrainConfig:
                               "range is 1e-4 to 1e-2")
         if not 0 <= self.weight_decay <= 1:
             raise ConfigError(f"weight_decay must be in [0, 1], got {self.weight_decay}")
+        if self.optimizer not in OPTIMIZER_CHOICES:
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose one of: "
+                              f"{', '.join(OPTIMIZER_CHOICES)}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}; "
+                              "0 turns it off")
         if not 0 <= self.clip_norm < math.inf:
             raise ConfigError(f"clip_norm must be a finite number >= 0 (0 disables clipping), "
                               f"got {self.clip_norm}")

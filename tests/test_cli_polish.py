@@ -28,7 +28,9 @@ def help_of(*command: str) -> str:
 
 @pytest.mark.parametrize(("command", "flag", "choices"), [
     ("train", "--cell", cell_names()),
-    ("train", "--pooling", ["last", "mean", "max"]),
+    ("train", "--pooling", ["last", "mean", "max", "concat"]),
+    ("train", "--optimizer", ["adam", "adamw"]),
+    ("train", "--truncation", ["head", "tail", "both"]),
     ("train", "--device", ["auto", "cpu", "cuda"]),
     ("eval", "--split", ["train", "validation", "test", "all"]),
     ("eval", "--device", ["auto", "cpu", "cuda"]),
@@ -44,6 +46,8 @@ def test_help_shows_the_choices(command, flag, choices):
 
 
 @pytest.mark.parametrize("args", [["train", "--cell", "lstmm"], ["train", "--pooling", "sum"],
+                                  ["train", "--optimizer", "sgd"],
+                                  ["train", "--truncation", "middle"],
                                   ["predict", "--engine", "jax", "hi"],
                                   ["train", "--device", "tpu"]])
 def test_a_bad_choice_is_one_line_naming_the_choices(args):

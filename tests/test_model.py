@@ -23,7 +23,7 @@ def build(cell: str, **overrides) -> SentimentClassifier:
 
 @pytest.mark.parametrize("cell", CELL_NAMES)
 @pytest.mark.parametrize("bidirectional", [False, True])
-@pytest.mark.parametrize("pooling", ["last", "mean", "max"])
+@pytest.mark.parametrize("pooling", ["last", "mean", "max", "concat"])
 def test_a_text_scores_the_same_alone_or_in_a_padded_batch(cell, bidirectional, pooling):
     model = build(cell, bidirectional=bidirectional, pooling=pooling, layers=2)
     with torch.no_grad():

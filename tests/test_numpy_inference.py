@@ -64,7 +64,7 @@ def engine_probabilities(run_dir: Path, texts: list[str]) -> tuple[np.ndarray, n
     return numpy, torch_
 
 
-@pytest.mark.parametrize("pooling", ["last", "mean", "max"])
+@pytest.mark.parametrize("pooling", ["last", "mean", "max", "concat"])
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("cell", cell_names())

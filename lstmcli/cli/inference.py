@@ -41,7 +41,7 @@ def eval_data_config(
     """The run's own data settings, or fresh ones for another dataset, then the flags."""
     if dataset is not None and dataset != run_data.dataset:
         data = DataConfig(dataset=dataset, max_len=run_data.max_len,
-                          val_fraction=run_data.val_fraction)
+                          truncation=run_data.truncation, val_fraction=run_data.val_fraction)
     else:
         data = DataConfig(**vars(run_data))
     # The run's cap was for training's speed: eval scores every row unless told otherwise.

@@ -25,7 +25,14 @@ from lstmcli.cli.common import (
     out,
     print_json,
 )
-from lstmcli.config import LR_SCHEDULES, POOLING_CHOICES, apply_overrides, load_config
+from lstmcli.config import (
+    LR_SCHEDULES,
+    OPTIMIZER_CHOICES,
+    POOLING_CHOICES,
+    TRUNCATION_CHOICES,
+    apply_overrides,
+    load_config,
+)
 from lstmcli.errors import ConfigError
 from lstmcli.nn.cells import cell_names
 
@@ -58,6 +65,10 @@ def train(
     max_eval_samples: MaxEvalOpt = None,
     max_len: Annotated[int | None, typer.Option(
         "--max-len", help="Tokens kept per text. \\[default: 400]")] = None,
+    truncation: Annotated[str | None, choice_option(
+        "--truncation", choices=lambda: TRUNCATION_CHOICES, help="Which --max-len tokens a "
+        "longer text keeps: its first, its last, or half of each; predict and eval of the run "
+        "cut the same way. \\[default: head]")] = None,
     vocab_size: Annotated[int | None, typer.Option(
         "--vocab-size", help="Largest vocabulary, special tokens included. \\[default: 20000]")]
     = None,
@@ -80,15 +91,34 @@ def train(
         "--gate-bias", "--forget-bias", help="Initial bias of the memory gate: the forget gate "
         "of the LSTM family, the update gate of the GRU (see `lstm cells`). \\[default: the "
         "cell's own: 1.0 for forget gates, torch's initialisation otherwise]")] = None,
+    embed_dropout: Annotated[float | None, typer.Option(
+        "--embed-dropout", help="Drop whole words of the vocabulary per batch (AWD-LSTM's "
+        "dropoute). \\[default: 0.0]")] = None,
+    input_dropout: Annotated[float | None, typer.Option(
+        "--input-dropout", help="Locked dropout on the embedded text: one mask per text, the "
+        "same at every step. \\[default: 0.0]")] = None,
+    hidden_dropout: Annotated[float | None, typer.Option(
+        "--hidden-dropout", help="Locked dropout between stacked layers (needs --layers 2 or "
+        "more). \\[default: 0.0]")] = None,
+    weight_dropout: Annotated[float | None, typer.Option(
+        "--weight-dropout", help="DropConnect on the recurrent weights W_hh, a fresh mask per "
+        "batch (AWD-LSTM's weight drop). \\[default: 0.0]")] = None,
     pooling: Annotated[str | None, choice_option(
-        "--pooling", choices=lambda: POOLING_CHOICES, help="How outputs become one vector. "
-        "\\[default: last]")] = None,
+        "--pooling", choices=lambda: POOLING_CHOICES, help="How outputs become one vector; "
+        "concat joins last, max and mean. \\[default: last]")] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="\\[default: 10]")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="\\[default: 32]")] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Adam learning rate. \\[default: 0.003]")]
+    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate. \\[default: 0.003]")]
     = None,
+    optimizer: Annotated[str | None, choice_option(
+        "--optimizer", choices=lambda: OPTIMIZER_CHOICES, help="adamw decouples the weight "
+        "decay from the adaptive step. \\[default: adam]")] = None,
     weight_decay: Annotated[float | None, typer.Option(
-        "--weight-decay", help="Adam weight decay. \\[default: 0.0]")] = None,
+        "--weight-decay", help="Weight decay (L2 for adam, decoupled for adamw). "
+        "\\[default: 0.0]")] = None,
+    label_smoothing: Annotated[float | None, typer.Option(
+        "--label-smoothing", help="Label smoothing of the training loss; validation loss stays "
+        "plain cross-entropy. \\[default: 0.0]")] = None,
     clip_norm: Annotated[float | None, typer.Option(
         "--clip-norm", help="Clip the global gradient norm to this; 0 disables. \\[default: 5.0]")]
     = None,
@@ -148,16 +178,19 @@ def train(
     config = load_config(config_file)
     apply_overrides(config.model, dict(
         cell=cell, embed_dim=embed_dim, hidden_size=hidden_size, layers=layers,
-        bidirectional=bidirectional, dropout=dropout, gate_bias=gate_bias, pooling=pooling))
+        bidirectional=bidirectional, dropout=dropout, embed_dropout=embed_dropout,
+        input_dropout=input_dropout, hidden_dropout=hidden_dropout, weight_dropout=weight_dropout,
+        gate_bias=gate_bias, pooling=pooling))
     apply_overrides(config.data, dict(
         dataset=dataset, data_dir=data_dir, text_column=text_column, label_column=label_column,
         train_file=train_file, validation_file=validation_file, test_file=test_file,
         positive_threshold=positive_threshold, val_fraction=val_fraction,
         max_train_samples=max_train_samples, max_eval_samples=max_eval_samples, max_len=max_len,
-        vocab_size=vocab_size, min_freq=min_freq))
+        truncation=truncation, vocab_size=vocab_size, min_freq=min_freq))
     apply_overrides(config.train, dict(
-        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-        clip_norm=clip_norm, seed=seed, device=device, output=output, threads=threads,
+        epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+        weight_decay=weight_decay, label_smoothing=label_smoothing, clip_norm=clip_norm,
+        seed=seed, device=device, output=output, threads=threads,
         diagnostics=diagnostics, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
         patience=patience))
     config.validate()

@@ -29,6 +29,7 @@ from tokenizers import Tokenizer as Backend
 from tokenizers.models import WordLevel
 
 from lstmcli.atomic import atomic_write
+from lstmcli.config import TRUNCATION_CHOICES
 from lstmcli.errors import ConfigError, DataError
 
 PAD = "[PAD]"
@@ -80,16 +81,22 @@ class Tokenizer:
         vocab.update((word, i) for i, word in enumerate(words, start=2))
         return cls(_backend(WordLevel(vocab, unk_token=UNK)))
 
-    def encode(self, texts: Sequence[str], max_len: int) -> list[np.ndarray]:
-        """Id arrays, truncated to max_len; a text without tokens becomes [UNK_ID]."""
+    def encode(
+        self, texts: Sequence[str], max_len: int, truncation: str = "head"
+    ) -> list[np.ndarray]:
+        """Id arrays of at most max_len ids, a longer text cut as :func:`truncate` says; a text
+        without tokens becomes [UNK_ID]."""
         if max_len < 1:
             raise ConfigError(f"max_len must be > 0, got {max_len}")
+        _check_truncation(truncation)
         ids: list[np.ndarray] = []
         for start in range(0, len(texts), _BATCH):
-            ids.extend(self._encode_batch(texts[start : start + _BATCH], max_len))
+            ids.extend(self._encode_batch(texts[start : start + _BATCH], max_len, truncation))
         return ids
 
-    def _encode_batch(self, texts: Sequence[str], max_len: int) -> list[np.ndarray]:
+    def _encode_batch(
+        self, texts: Sequence[str], max_len: int, truncation: str
+    ) -> list[np.ndarray]:
         """encode() for one batch, through the batch's distinct space-separated chunks.
 
         The library spends about a microsecond per token, so a corpus goes another way: no token
@@ -97,17 +104,20 @@ class Tokenizer:
         few distinct chunks ("movie", "film.", "it's"). Arrow splits and deduplicates, each
         distinct chunk is tokenized once, numpy stitches the ids back together.
         """
+        # The library cuts at the head itself; other modes need every id first.
+        limit = max_len if truncation == "head" else None
         if len(texts) < _FEW:
             unknown = [self.UNK_ID]
-            rows = self._library_ids([normalize(text) for text in texts], max_len)
-            return [np.array(row or unknown, dtype=np.int64) for row in rows]
+            rows = self._library_ids([normalize(text) for text in texts], limit)
+            return [np.array(truncate(row, max_len, truncation) or unknown, dtype=np.int64)
+                    for row in rows]
         import pyarrow as pa
         import pyarrow.compute as pc
 
         normalized = pa.array([normalize(text) for text in texts], type=pa.large_string())
         chunks = pc.split_pattern(normalized, " ")
         distinct = chunks.flatten().dictionary_encode()
-        chunk_ids = self._chunk_ids(distinct.dictionary.to_pylist(), max_len)
+        chunk_ids = self._chunk_ids(distinct.dictionary.to_pylist(), limit)
         sizes = np.fromiter(map(len, chunk_ids), dtype=np.int64, count=len(chunk_ids))
         pool = np.fromiter(itertools.chain.from_iterable(chunk_ids), np.int64, int(sizes.sum()))
         # Every chunk occurrence copies its chunk's ids out of the pool.
@@ -120,11 +130,11 @@ class Tokenizer:
         bounds = np.concatenate([[0], ends])[chunk_offsets - chunk_offsets[0]]
         unknown = np.array([self.UNK_ID], dtype=np.int64)
         return [
-            tokens[a : min(b, a + max_len)] if b > a else unknown.copy()
+            truncate(tokens[a:b], max_len, truncation) if b > a else unknown.copy()
             for a, b in itertools.pairwise(bounds.tolist())
         ]
 
-    def _chunk_ids(self, chunks: list[str], max_len: int) -> list[list[int]]:
+    def _chunk_ids(self, chunks: list[str], max_len: int | None) -> list[list[int]]:
         """The ids of each space-free chunk: ASCII ones by the pre-tokenizer's own pattern, the
         rest by the library (its Unicode classes are not Python's)."""
         vocab = self._vocab
@@ -141,11 +151,14 @@ class Tokenizer:
             ids[row] = chunk_ids
         return ids
 
-    def _library_ids(self, texts: list[str], max_len: int) -> list[list[int]]:
-        """Ids of normalised texts straight from the library, at most max_len each."""
+    def _library_ids(self, texts: list[str], max_len: int | None) -> list[list[int]]:
+        """Ids of normalised texts straight from the library, at most max_len each (None: all)."""
         if not texts:
             return []
-        self._fast.enable_truncation(max_len)
+        if max_len is None:
+            self._fast.no_truncation()
+        else:
+            self._fast.enable_truncation(max_len)
         # encode_batch_fast (tokenizers >= 0.21) skips the character offsets nobody here reads.
         encode_batch = getattr(self._fast, "encode_batch_fast", self._fast.encode_batch)
         return [encoding.ids for encoding in encode_batch(texts)]
@@ -196,23 +209,48 @@ class Tokenizer:
         return cls(backend)
 
 
-def encode_cached(
-    tokenizer: Tokenizer, texts: Sequence[str], max_len: int, cache_dir: Path | None = None
-) -> list[np.ndarray]:
-    """tokenizer.encode(texts, max_len), reused between runs from an .npy file in the cache.
+def truncate(ids: Any, max_len: int, truncation: str = "head") -> Any:
+    """The max_len ids (or words: a list or a 1-D array) that a longer sequence keeps: "head",
+    the first; "tail", the last; "both", the first max_len // 2 and the last
+    max_len - max_len // 2 (a long review often ends with its verdict)."""
+    if len(ids) <= max_len or truncation == "head":
+        return ids[:max_len]
+    if truncation == "tail":
+        return ids[len(ids) - max_len :]
+    head, tail = ids[: max_len // 2], ids[len(ids) - (max_len - max_len // 2) :]
+    return np.concatenate([head, tail]) if isinstance(ids, np.ndarray) else head + tail
 
-    The entry is keyed by the tokenizer's JSON, max_len and the texts (a list, or a TextColumn
-    whose bytes are hashed straight from Arrow: the same key either way); cache_dir defaults to
-    $LSTM_CACHE_DIR, else ~/.cache/lstmcli (entries go in its `tokens/` folder). A corrupt or
-    unwritable cache is passed over silently: the cache only ever saves time.
+
+def _check_truncation(truncation: str) -> None:
+    if truncation not in TRUNCATION_CHOICES:
+        raise ConfigError(f"unknown truncation {truncation!r}; choose one of: "
+                          f"{', '.join(TRUNCATION_CHOICES)}")
+
+
+def encode_cached(
+    tokenizer: Tokenizer,
+    texts: Sequence[str],
+    max_len: int,
+    cache_dir: Path | None = None,
+    truncation: str = "head",
+) -> list[np.ndarray]:
+    """tokenizer.encode(texts, max_len, truncation), reused between runs from an .npy file in the
+    cache.
+
+    The entry is keyed by the tokenizer's JSON, max_len, truncation and the texts (a list, or a
+    TextColumn whose bytes are hashed straight from Arrow: the same key either way); cache_dir
+    defaults to $LSTM_CACHE_DIR, else ~/.cache/lstmcli (entries go in its `tokens/` folder). A
+    corrupt or unwritable cache is passed over silently: the cache only ever saves time.
     """
     if not texts:
         return []
-    path = cache_root(cache_dir) / "tokens" / f"{_cache_key(tokenizer, texts, max_len)}.npy"
+    _check_truncation(truncation)
+    key = _cache_key(tokenizer, texts, max_len, truncation)
+    path = cache_root(cache_dir) / "tokens" / f"{key}.npy"
     cached = _read_cache(path, len(texts), max_len, tokenizer.vocab_size)
     if cached is not None:
         return cached
-    ids = tokenizer.encode(texts, max_len)
+    ids = tokenizer.encode(texts, max_len, truncation)
     _write_cache(path, ids)
     return ids
 
@@ -282,10 +320,14 @@ def _pipeline(tokenizer_json: str) -> tuple[object, object, object]:
     return spec.get("normalizer"), spec.get("pre_tokenizer"), spec.get("model", {}).get("type")
 
 
-def _cache_key(tokenizer: Tokenizer, texts: Sequence[str], max_len: int) -> str:
+def _cache_key(
+    tokenizer: Tokenizer, texts: Sequence[str], max_len: int, truncation: str = "head"
+) -> str:
     digest = hashlib.blake2b(_CACHE_VERSION, digest_size=20)
     digest.update(tokenizer.to_json().encode("utf-8"))
     digest.update(np.array([max_len, len(texts)], dtype=np.int64).tobytes())
+    if truncation != "head":  # head's keys are those written before truncation had a choice
+        digest.update(truncation.encode("ascii"))
     if hasattr(texts, "arrow_batches"):  # a TextColumn: hash Arrow's bytes, no Python strings
         for batch in texts.arrow_batches(_BATCH):
             lengths, data = _arrow_parts(batch)

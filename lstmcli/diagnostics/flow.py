@@ -189,7 +189,8 @@ def diagnose_run(run: Any, batch_size: int = DIAGNOSTIC_BATCH) -> dict[str, Any]
 
     config = run.config
     splits = load_splits(config.data, seed=config.train.seed)
-    sequences = run.tokenizer.encode(splits.validation.texts, config.data.max_len)
+    sequences = run.tokenizer.encode(splits.validation.texts, config.data.max_len,
+                                     config.data.truncation)
     ids, lengths, labels = diagnostic_batch(sequences, splits.validation.labels, batch_size,
                                             seed=config.train.seed)
     # The run's label ids are positions in its own label names; the data's may differ in order.

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from lstmcli.data.batching import pad_batch
+from lstmcli.data.tokenizer import truncate
 from lstmcli.errors import DataError
 from lstmcli.nn.cells import get_cell
 from lstmcli.runs import LoadedRun
@@ -44,7 +45,7 @@ class Explanation:
     label_names: list[str]
     gate_name: str | None  # "forget", "update" or None (rnn)
     tokens: list[TokenStep]
-    truncated: bool  # the text had more than max_len tokens; only the first max_len are read
+    truncated: bool  # the text had more than max_len tokens; the run's truncation chose which
 
     @property
     def label(self) -> str:
@@ -70,11 +71,11 @@ def explain(run: LoadedRun, text: str, device: str | torch.device = "cpu") -> Ex
     """Per-token running probabilities and memory-gate means of a trained run on one text."""
     if not text.strip():
         raise DataError("the text is empty; give some words to explain")
-    max_len = run.config.data.max_len
-    ids = run.tokenizer.encode([text], max_len)[0]
+    data = run.config.data
+    ids = run.tokenizer.encode([text], data.max_len, data.truncation)[0]
     words = run.tokenizer.tokens(text)
     truncated = len(words) > len(ids)
-    words = words[: len(ids)]
+    words = truncate(words, data.max_len, data.truncation)  # the words the ids are
     model = run.model.to(device).eval()
     probabilities = _prefix_probabilities(model, ids.tolist(), device)  # (T, C)
     gate_name = get_cell(model.config.cell).memory_gate

@@ -3,7 +3,7 @@
 :class:`NumpyClassifier` rebuilds :class:`lstmcli.nn.classifier.SentimentClassifier` from a run's
 model config and its state dict as numpy arrays (``safetensors.numpy``), and computes the same
 function in eval mode: embedding -> stacked, optionally bidirectional recurrences -> pooling
-(last / mean / max) -> linear. Every step is the registry cell's own ``step`` run with
+(last / mean / max / concat) -> linear. Every step is the registry cell's own ``step`` run with
 :data:`lstmcli.nn.numpy_ops.NUMPY_OPS`, so each cell's equations exist once and a new registered
 cell runs here unchanged; nothing below names a cell.
 
@@ -109,7 +109,8 @@ class NumpyClassifier:
         self.classifier_bias = array("classifier.bias")  # (C,)
 
     def features(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        """Right-padded ids (B, T) and true lengths (B,) -> the pooled features (B, D*H)."""
+        """Right-padded ids (B, T) and true lengths (B,) -> the pooled features (B, D*H), or
+        (B, 3*D*H) for concat: [last, max, mean]."""
         x = self.embedding[ids]  # (B, T, E)
         finals: list[np.ndarray] = []
         for layer in self.layers:
@@ -120,12 +121,17 @@ class NumpyClassifier:
                 finals.append(final)
             x = np.concatenate(outputs, axis=-1)  # (B, T, D*H)
         pooling = self.config.pooling
+        last = np.concatenate(finals, axis=-1)  # (B, D*H)
         if pooling == "last":
-            return np.concatenate(finals, axis=-1)  # (B, D*H)
+            return last
+        mean = x.sum(axis=1) / lengths[:, None].astype(x.dtype)  # (B, D*H)
         if pooling == "mean":
-            return x.sum(axis=1) / lengths[:, None].astype(x.dtype)  # (B, D*H)
+            return mean
         mask = length_mask(lengths, ids.shape[1])[:, :, None]  # (B, T, 1)
-        return np.where(mask, x, -np.inf).max(axis=1).astype(x.dtype)  # (B, D*H)
+        most = np.where(mask, x, -np.inf).max(axis=1).astype(x.dtype)  # (B, D*H)
+        if pooling == "max":
+            return most
+        return np.concatenate([last, most, mean], axis=-1)  # (B, 3*D*H)
 
     def logits(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """Right-padded ids (B, T) and lengths (B,) -> logits (B, C)."""

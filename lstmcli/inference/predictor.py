@@ -81,7 +81,8 @@ class Predictor:
         TextColumn (the tokenizer reads either a batch at a time)."""
         if not texts:
             return np.zeros((0, len(self.label_names)), dtype=np.float32)
-        ids = self.run.tokenizer.encode(texts, self.run.config.data.max_len)
+        data = self.run.config.data  # the run's own cut, so a text reads as in training
+        ids = self.run.tokenizer.encode(texts, data.max_len, data.truncation)
         if self.engine == "numpy":
             return self.run.model.probabilities(ids, batch_size)
         import torch

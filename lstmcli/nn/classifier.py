@@ -11,6 +11,8 @@ from torch import Tensor, nn
 
 from lstmcli.config import ModelConfig
 from lstmcli.data.batching import PAD_ID, bucket_batches, iterate_batches
+from lstmcli.nn.dropout import EmbeddingDropout, LockedDropout
+from lstmcli.nn.layout import feature_size
 from lstmcli.nn.recurrent import RecurrentEncoder, length_mask
 
 PAD_MULTIPLE = 16  # inference batches' steps, see predict_logits
@@ -22,9 +24,14 @@ class SentimentClassifier(nn.Module):
     ``forward(ids, lengths)`` takes right-padded ids (B, T) with PAD_ID = 0 and the true lengths
     (B,), and returns logits (B, C). Pooling over the top layer's outputs:
 
-        last:  [h_fwd(T_b), h_bwd(1)]       the final state of each direction
-        mean:  sum_{t <= T_b} h_t / T_b     over real steps only
-        max:   max_{t <= T_b} h_t           over real steps only
+        last:   [h_fwd(T_b), h_bwd(1)]       the final state of each direction
+        mean:   sum_{t <= T_b} h_t / T_b     over real steps only
+        max:    max_{t <= T_b} h_t           over real steps only
+        concat: [last, max, mean]            ULMFiT's concat pooling (Howard & Ruder 2018)
+
+    In training mode the embedded text goes through embed_dropout (word types) and
+    input_dropout (locked), then ``dropout``; the encoder applies hidden_dropout and
+    weight_dropout (:mod:`lstmcli.nn.dropout`).
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -40,28 +47,45 @@ class SentimentClassifier(nn.Module):
             bidirectional=config.bidirectional,
             dropout=config.dropout,
             gate_bias=config.gate_bias,
+            hidden_dropout=config.hidden_dropout,
+            weight_dropout=config.weight_dropout,
         )
+        self.embed_dropout = EmbeddingDropout(config.embed_dropout, config.vocab_size)
+        self.input_dropout = LockedDropout(config.input_dropout)
         self.dropout = nn.Dropout(config.dropout)
-        self.classifier = nn.Linear(self.encoder.output_size, config.num_classes)
+        self.classifier = nn.Linear(feature_size(config), config.num_classes)
 
     def features(
         self, ids: Tensor, lengths: Tensor, observer: Callable[..., None] | None = None
     ) -> Tensor:
-        """The pooled representation (B, D*H) that the classifier reads."""
-        embedded = self.dropout(self.embedding(ids))  # (B, T, E)
+        """The pooled representation (B, D*H), (B, 3*D*H) for concat, that the classifier reads."""
+        embedded = self.embed_dropout(ids, self.embedding(ids))  # (B, T, E)
+        embedded = self.dropout(self.input_dropout(embedded))
         outputs, finals = self.encoder(embedded, lengths, observer)  # (B, T, D*H), (B, D*H)
         pooling = self.config.pooling
         if pooling == "last":
             return finals
-        mask = length_mask(lengths, ids.shape[1]).unsqueeze(-1)  # (B, T, 1)
         if pooling == "mean":
-            return outputs.sum(dim=1) / lengths.unsqueeze(1).to(outputs.dtype)
-        return outputs.masked_fill(~mask, float("-inf")).amax(dim=1)
+            return _mean(outputs, lengths)
+        if pooling == "max":
+            return _max(outputs, lengths)
+        return torch.cat([finals, _max(outputs, lengths), _mean(outputs, lengths)], dim=-1)
 
     def forward(
         self, ids: Tensor, lengths: Tensor, observer: Callable[..., None] | None = None
     ) -> Tensor:
         return self.classifier(self.dropout(self.features(ids, lengths, observer)))  # (B, C)
+
+
+def _mean(outputs: Tensor, lengths: Tensor) -> Tensor:
+    """Mean of (B, T, F) over each row's real steps (outputs are zero at padding) -> (B, F)."""
+    return outputs.sum(dim=1) / lengths.unsqueeze(1).to(outputs.dtype)
+
+
+def _max(outputs: Tensor, lengths: Tensor) -> Tensor:
+    """Max of (B, T, F) over each row's real steps -> (B, F)."""
+    mask = length_mask(lengths, outputs.shape[1]).unsqueeze(-1)  # (B, T, 1)
+    return outputs.masked_fill(~mask, float("-inf")).amax(dim=1)
 
 
 @torch.no_grad()

@@ -29,6 +29,13 @@ def cell_keys(spec: type[Cell], prefix: str) -> dict[str, str]:
     return keys
 
 
+def feature_size(config: ModelConfig) -> int:
+    """Width of the pooled features the classifier reads: D*H, three times that for concat
+    pooling ([last, max, mean])."""
+    directions = 2 if config.bidirectional else 1
+    return (3 if config.pooling == "concat" else 1) * directions * config.hidden_size
+
+
 def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Every state-dict key the config implies, with its shape, in the torch model's layout."""
     spec = get_cell(config.cell)
@@ -43,7 +50,7 @@ def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
                      "bias_ih": (rows,), "bias_hh": (rows,)}
             sizes.update((vector, (hidden,)) for vector in spec.vectors)
             shapes.update((keys[name], size) for name, size in sizes.items())
-    shapes["classifier.weight"] = (config.num_classes, directions * hidden)
+    shapes["classifier.weight"] = (config.num_classes, feature_size(config))
     shapes["classifier.bias"] = (config.num_classes,)
     return shapes
 

@@ -7,6 +7,8 @@ own. Its fast path (``run_fused``) is that kernel; or the kernel called with wei
 ``kernel_rows`` builds from its own parameters on every forward, so the tie is part of the
 autograd graph; or the cell's ``fused_function`` (:mod:`lstmcli.nn.fused`). ``run_stepwise`` is
 the reference all of them are tested against, and the path an observer (diagnostics) sees.
+Weight dropout (DropConnect on W_hh) changes neither: both read the parameters of a pass from
+``CellModule.pass_params``, the kernels called functionally with the dropped W_hh.
 
 Padding sits at the end of every row. A forward pass never lets a padded step touch a real one
 (real steps come first), so the fused kernels run on the padded batch and the last real output is
@@ -24,6 +26,7 @@ from torch import Tensor, nn
 
 from lstmcli.nn import fused
 from lstmcli.nn.cells import Cell, get_cell
+from lstmcli.nn.dropout import LockedDropout, ParamsView, drop_connect
 
 State = tuple[Tensor, ...]
 
@@ -53,16 +56,20 @@ TORCH_OPS = TorchOps()
 
 class CellModule(nn.Module):
     """One registry cell with its parameters: ``weight_ih`` (G*H, I), ``weight_hh`` (G*H, H),
-    ``bias_ih`` and ``bias_hh`` (G*H,), plus the cell's vectors (H,)."""
+    ``bias_ih`` and ``bias_hh`` (G*H,), plus the cell's vectors (H,).
+
+    ``weight_dropout`` is DropConnect on W_hh in training mode (AWD-LSTM's weight drop): one mask
+    per forward pass, shared by every step, drawn in ``pass_params`` for either path."""
 
     def __init__(
         self, cell: type[Cell] | str, input_size: int, hidden_size: int,
-        gate_bias: float | None = None,
+        gate_bias: float | None = None, weight_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.spec = get_cell(cell) if isinstance(cell, str) else cell
         self.input_size = input_size
         self.hidden_size = hidden_size
+        self.weight_dropout = weight_dropout
         rows = self.spec.num_chunks() * hidden_size
         if self.spec.kernel is not None and self.spec.kernel_rows is not None:
             # The kernel computes the cell from weights built out of the cell's own (kernel_rows)
@@ -150,9 +157,20 @@ class CellModule(nn.Module):
         """W_ih x + b_ih for one step (B, I) or a whole sequence (B, T, I) -> (..., G*H)."""
         return nn.functional.linear(x, self.weight_ih, self.bias_ih)
 
-    def step(self, x_projected: Tensor, state: State) -> tuple[State, dict[str, Tensor]]:
-        """One step of the cell's equations on projected input (B, G*H)."""
-        return self.spec.step(TORCH_OPS, self, x_projected, state)
+    def pass_params(self) -> CellModule | ParamsView:
+        """The parameters one forward pass reads: the module itself, or, with weight_dropout in
+        training mode, a view whose ``weight_hh`` carries a fresh DropConnect mask. Both paths
+        draw it here, once per pass, so from the same random state they drop the same entries."""
+        if not self.training or self.weight_dropout == 0:
+            return self
+        return ParamsView(self, weight_hh=drop_connect(self.weight_hh, self.weight_dropout))
+
+    def step(
+        self, x_projected: Tensor, state: State, params: CellModule | ParamsView | None = None
+    ) -> tuple[State, dict[str, Tensor]]:
+        """One step of the cell's equations on projected input (B, G*H); ``params`` is this
+        pass's (``pass_params``), the module itself when not given."""
+        return self.spec.step(TORCH_OPS, self if params is None else params, x_projected, state)
 
     def forward(self, x: Tensor, state: State) -> tuple[State, dict[str, Tensor]]:
         """One step from raw input x_t (B, I)."""
@@ -162,14 +180,20 @@ class CellModule(nn.Module):
         """All steps of a padded batch (B, T, I) with lengths (B,) through the cell's fast path
         -> outputs (B, T, H), zero at padding."""
         spec = self.spec
+        params = self.pass_params()
         if spec.kernel is None:
             if spec.fused_function is None:
                 raise RuntimeError(f"cell {self.name!r} has no fused path")
-            return getattr(fused, spec.fused_function)(self, x, lengths)
-        if spec.kernel_rows is None:
+            return getattr(fused, spec.fused_function)(params, x, lengths)
+        if spec.kernel_rows is None and params is self:
             outputs, _ = self.kernel(x)  # (B, T, H)
+        elif spec.kernel_rows is None:
+            # The kernel with this pass's dropped W_hh in place of its own, its other weights
+            # as they are.
+            outputs, _ = torch.func.functional_call(
+                self.kernel, {"weight_hh_l0": params.weight_hh}, (x,))  # (B, T, H)
         else:
-            weights = {f"{name}_l0": spec.kernel_rows(TORCH_OPS, getattr(self, name))
+            weights = {f"{name}_l0": spec.kernel_rows(TORCH_OPS, getattr(params, name))
                        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
             outputs, _ = torch.func.functional_call(self.tied_kernel, weights, (x,))  # (B, T, H)
         # Padding comes after every real step, so it never reaches a real output; only the
@@ -217,9 +241,10 @@ def run_stepwise(
     # c_t), which the where's fresh nodes provide.
     all_real = int(lengths.min()) if batch and observer is None else 0
     state = cell.init_state(batch, x)
+    params = cell.pass_params()  # one weight-dropout mask for every step
     hs = []
     for t in range(steps):
-        new_state, gates = cell.step(projected[t], state)
+        new_state, gates = cell.step(projected[t], state, params)
         if t < all_real:
             state = new_state
         else:  # a finished sequence keeps its final state through the padding
@@ -259,7 +284,9 @@ class Recurrence(nn.Module):
 
 
 class RecurrentEncoder(nn.Module):
-    """Stacked (and optionally bidirectional) cells with dropout between layers."""
+    """Stacked (and optionally bidirectional) cells with dropout between layers: ``dropout``
+    (a fresh mask per step) then ``hidden_dropout`` (locked: one mask per sequence);
+    ``weight_dropout`` is every cell's DropConnect on W_hh."""
 
     def __init__(
         self,
@@ -270,6 +297,8 @@ class RecurrentEncoder(nn.Module):
         bidirectional: bool = False,
         dropout: float = 0.0,
         gate_bias: float | None = None,
+        hidden_dropout: float = 0.0,
+        weight_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         spec = get_cell(cell)
@@ -279,10 +308,12 @@ class RecurrentEncoder(nn.Module):
         for layer in range(layers):
             size = input_size if layer == 0 else self.output_size
             self.layers.append(nn.ModuleList(
-                Recurrence(CellModule(spec, size, hidden_size, gate_bias), reverse=direction == 1)
+                Recurrence(CellModule(spec, size, hidden_size, gate_bias, weight_dropout),
+                           reverse=direction == 1)
                 for direction in range(directions)
             ))
         self.dropout = nn.Dropout(dropout)
+        self.hidden_dropout = LockedDropout(hidden_dropout)
 
     def recurrences(self) -> list[Recurrence]:
         return [recurrence for layer in self.layers for recurrence in layer]
@@ -301,7 +332,7 @@ class RecurrentEncoder(nn.Module):
         finals: list[Tensor] = []
         for index, layer in enumerate(self.layers):
             if index > 0:
-                x = self.dropout(x)
+                x = self.hidden_dropout(self.dropout(x))
             outputs, finals = [], []
             for direction, recurrence in enumerate(layer):
                 step_observer = None

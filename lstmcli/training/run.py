@@ -1,9 +1,9 @@
 """The assembly of a training run: data -> tokenizer -> model -> trainer -> run directory.
 
-Adam, gradient clipping by global norm, the best model by validation accuracy. Every epoch also
-records gradient diagnostics: norms per parameter group and the update-to-weight ratio
-(:mod:`lstmcli.training.monitor`), the gradient flow through time and the gate statistics on a
-fixed validation batch (:mod:`lstmcli.diagnostics.flow`).
+Adam or AdamW (:mod:`lstmcli.training.optim`), gradient clipping by global norm, the best model
+by validation accuracy. Every epoch also records gradient diagnostics: norms per parameter group
+and the update-to-weight ratio (:mod:`lstmcli.training.monitor`), the gradient flow through time
+and the gate statistics on a fixed validation batch (:mod:`lstmcli.diagnostics.flow`).
 
 Batches are sharded by rank (all ranks get the same number) and only rank 0 writes files.
 
@@ -53,6 +53,7 @@ from lstmcli.runs import (
 )
 from lstmcli.training.callbacks import Callbacks
 from lstmcli.training.monitor import GradientMonitor, NormMonitor
+from lstmcli.training.optim import make_optimizer, training_loss
 from lstmcli.training.resume import (
     ResumeState,
     StopFlag,
@@ -153,7 +154,8 @@ def _encode(
     tokenizer: Tokenizer, splits: DatasetSplits, config: Config
 ) -> dict[str, list[np.ndarray]]:
     return {
-        name: encode_cached(tokenizer, split.texts, config.data.max_len)
+        name: encode_cached(tokenizer, split.texts, config.data.max_len,
+                            truncation=config.data.truncation)
         for name, split in (("train", splits.train), ("validation", splits.validation),
                             ("test", splits.test)) if split is not None
     }
@@ -175,9 +177,7 @@ def _epochs(
     run as it goes and stops cleanly when ``stop`` is raised."""
     rank, world_size = process_rank()
     model = SentimentClassifier(config.model).to(device)
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay
-    )
+    optimizer = make_optimizer(model, config.train)
     diagnostics = config.train.diagnostics
     monitor = (GradientMonitor if diagnostics else NormMonitor)(model, config.train.clip_norm)
     train_cfg = config.train
@@ -186,7 +186,7 @@ def _epochs(
     if start:
         schedule.load_state(start.schedule)
     stopped_epoch: int | None = None
-    trainer = Trainer(model, optimizer, nn.functional.cross_entropy, monitor, callbacks, stop)
+    trainer = Trainer(model, optimizer, training_loss(config.train), monitor, callbacks, stop)
     # Fixed for the whole run, so that the per-epoch curves compare like with like.
     flow_batch = diagnostic_batch(encoded["validation"], splits.validation.labels,
                                   seed=config.train.seed)
