@@ -7,6 +7,7 @@ field matches is an error, so a typo never silently falls back to a default.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import types
@@ -191,40 +192,44 @@ class Config:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], source: str = "config") -> Config:
-        """Build a config from nested dicts, rejecting unknown sections and keys."""
+    def from_dict(
+        cls, raw: dict[str, Any], source: str = "config", base: Config | None = None
+    ) -> Config:
+        """Build a config from nested dicts, rejecting unknown sections and keys; the values
+        given update a copy of ``base`` (default: the defaults)."""
         unknown = set(raw) - {"model", "data", "train"}
         if unknown:
             raise ConfigError(
                 f"{source}: unknown section(s) {', '.join(sorted(unknown))}; "
                 "valid sections: model, data, train"
             )
-        config = cls()
+        config = copy.deepcopy(base) if base is not None else cls()
         for section in ("model", "data", "train"):
             values = raw.get(section, {})
             if not isinstance(values, dict):
                 raise ConfigError(f"{source}: [{section}] must be a table of key = value pairs")
             if section == "model" and "forget_bias" in values:
-                values = _legacy_forget_bias(values)
+                values = _legacy_forget_bias(values, config.model.cell)
             apply_overrides(getattr(config, section), values, source=f"{source} [{section}]")
         return config
 
 
-def _legacy_forget_bias(values: dict[str, Any]) -> dict[str, Any]:
+def _legacy_forget_bias(values: dict[str, Any], cell: str) -> dict[str, Any]:
     """Runs and configs written before gate_bias name it forget_bias; a cell without a memory
     gate simply had it unused."""
     values = dict(values)
     legacy = values.pop("forget_bias")
-    cell = values.get("cell", DEFAULT_CELL)
+    cell = values.get("cell", cell)
     if "gate_bias" not in values and cell in cell_names() and get_cell(cell).memory_gate:
         values["gate_bias"] = legacy
     return values
 
 
-def load_config(path: str | Path | None) -> Config:
-    """Defaults, updated from a TOML file when one is given."""
+def load_config(path: str | Path | None, base: Config | None = None) -> Config:
+    """Defaults (or a copy of ``base``: `lstm compare --configs` layers each file over
+    --config), updated from a TOML file when one is given."""
     if path is None:
-        return Config()
+        return copy.deepcopy(base) if base is not None else Config()
     import tomllib  # only `lstm train --config` reads TOML
 
     path = Path(path)
@@ -234,7 +239,7 @@ def load_config(path: str | Path | None) -> Config:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
-    return Config.from_dict(raw, source=str(path))
+    return Config.from_dict(raw, source=str(path), base=base)
 
 
 def apply_overrides(target: Any, values: dict[str, Any], source: str = "flags") -> None:

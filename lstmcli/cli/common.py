@@ -6,6 +6,7 @@ import io
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -106,6 +107,28 @@ MaxEvalOpt = Annotated[int | None, typer.Option(
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object for machines.")]
 ModelDirOpt = Annotated[str | None, typer.Option(
     "--model", "-m", help="Run directory written by `lstm train` (default: the latest run).")]
+
+# Options shared by the commands that train (`lstm train`, `lstm compare`) --------------------
+ConfigFileOpt = Annotated[Path | None, typer.Option(
+    "--config", "-c", help="TOML file with \\[model], \\[data], \\[train] sections; flags "
+    "override it.")]
+MaxTrainOpt = Annotated[int | None, typer.Option(
+    "--max-train-samples", help="Cap training examples (seeded, stratified).")]
+EmbedDimOpt = Annotated[int | None, typer.Option(
+    "--embed-dim", help="Embedding size. \\[default: 64]")]
+HiddenSizeOpt = Annotated[int | None, typer.Option(
+    "--hidden-size", help="Hidden units per direction. \\[default: 64]")]
+EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="\\[default: 10]")]
+BatchSizeOpt = Annotated[int | None, typer.Option("--batch-size", help="\\[default: 32]")]
+LrOpt = Annotated[float | None, typer.Option(
+    "--lr", help="Adam learning rate. \\[default: 0.003]")]
+ThreadsOpt = Annotated[int | None, typer.Option(
+    "--threads", help="CPU threads for torch. \\[default: the CPUs this process may use "
+    "(affinity and cgroup quota)]")]
+DiagnosticsOpt = Annotated[bool | None, typer.Option(
+    "--diagnostics/--no-diagnostics", help="Per-step gradient statistics per parameter group "
+    "and the per-epoch gradient flow; off for raw speed (the global norm, clipping and the "
+    "divergence guard stay). \\[default: on]")]
 
 
 def choice_option(

@@ -9,13 +9,22 @@ from typing import Annotated, Any
 import typer
 
 from lstmcli.cli.common import (
+    BatchSizeOpt,
+    ConfigFileOpt,
     DataDirOpt,
     DatasetOpt,
+    DiagnosticsOpt,
+    EmbedDimOpt,
+    EpochsOpt,
+    HiddenSizeOpt,
     JsonOpt,
     LabelColumnOpt,
+    LrOpt,
     MaxEvalOpt,
+    MaxTrainOpt,
     QuietOpt,
     TextColumnOpt,
+    ThreadsOpt,
     ThresholdOpt,
     app,
     choice_option,
@@ -40,9 +49,7 @@ from lstmcli.nn.cells import cell_names
 @app.command()
 @handles_errors
 def train(
-    config_file: Annotated[Path | None, typer.Option(
-        "--config", "-c", help="TOML file with \\[model], \\[data], \\[train] sections; flags "
-        "override it.")] = None,
+    config_file: ConfigFileOpt = None,
     cell: Annotated[str | None, choice_option(
         "--cell", choices=cell_names, help="Recurrent cell (see `lstm cells`). "
         "\\[default: lstm]")] = None,
@@ -60,8 +67,7 @@ def train(
     val_fraction: Annotated[float | None, typer.Option(
         "--val-fraction", help="Share of train carved out for validation when the data has no "
         "validation split. \\[default: 0.1]")] = None,
-    max_train_samples: Annotated[int | None, typer.Option(
-        "--max-train-samples", help="Cap training examples (seeded, stratified).")] = None,
+    max_train_samples: MaxTrainOpt = None,
     max_eval_samples: MaxEvalOpt = None,
     max_len: Annotated[int | None, typer.Option(
         "--max-len", help="Tokens kept per text. \\[default: 400]")] = None,
@@ -75,10 +81,8 @@ def train(
     min_freq: Annotated[int | None, typer.Option(
         "--min-freq", help="Fewest occurrences for a word to enter the vocabulary. \\[default: 1]")]
     = None,
-    embed_dim: Annotated[int | None, typer.Option(
-        "--embed-dim", help="Embedding size. \\[default: 64]")] = None,
-    hidden_size: Annotated[int | None, typer.Option(
-        "--hidden-size", help="Hidden units per direction. \\[default: 64]")] = None,
+    embed_dim: EmbedDimOpt = None,
+    hidden_size: HiddenSizeOpt = None,
     layers: Annotated[int | None, typer.Option(
         "--layers", help="Stacked recurrent layers. \\[default: 1]")] = None,
     bidirectional: Annotated[bool | None, typer.Option(
@@ -106,10 +110,9 @@ def train(
     pooling: Annotated[str | None, choice_option(
         "--pooling", choices=lambda: POOLING_CHOICES, help="How outputs become one vector; "
         "concat joins last, max and mean. \\[default: last]")] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs", help="\\[default: 10]")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="\\[default: 32]")] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate. \\[default: 0.003]")]
-    = None,
+    epochs: EpochsOpt = None,
+    batch_size: BatchSizeOpt = None,
+    lr: LrOpt = None,
     optimizer: Annotated[str | None, choice_option(
         "--optimizer", choices=lambda: OPTIMIZER_CHOICES, help="adamw decouples the weight "
         "decay from the adaptive step. \\[default: adam]")] = None,
@@ -138,13 +141,8 @@ def train(
         "$LSTM_RUNS_DIR).")] = None,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace an existing --output run directory.")] = False,
-    threads: Annotated[int | None, typer.Option(
-        "--threads", help="CPU threads for torch. \\[default: the CPUs this process may use "
-        "(affinity and cgroup quota)]")] = None,
-    diagnostics: Annotated[bool | None, typer.Option(
-        "--diagnostics/--no-diagnostics", help="Per-step gradient statistics per parameter group "
-        "and the per-epoch gradient flow; off for raw speed (the global norm, clipping and the "
-        "divergence guard stay). \\[default: on]")] = None,
+    threads: ThreadsOpt = None,
+    diagnostics: DiagnosticsOpt = None,
     resume: Annotated[Path | None, typer.Option(
         "--resume", help="Continue the interrupted run in RUN_DIR exactly where it stopped (its "
         "config and tokenizer; only --epochs may change).", metavar="RUN_DIR")] = None,
