@@ -3,7 +3,7 @@
 (:mod:`lstmcli.training.pretrain`) differ only in what an :class:`EpochTask` says.
 
 Shared here: Adam (with the task's parameter groups, each at its own share of the lr), the lr
-schedule, gradient clipping and statistics
+schedule (per epoch, or per step for ``slanted``), gradient clipping and statistics
 (:mod:`lstmcli.training.monitor`), length-bucketed batches sharded by rank, the epoch's row of
 metrics.jsonl, the best checkpoint, early stopping, and SIGINT/SIGTERM: the step in progress
 ends, the resumable state is saved (:mod:`lstmcli.training.resume`) and a resumed run continues
@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from lstmcli.atomic import atomic_write
-from lstmcli.config import Config
+from lstmcli.config import Config, PretrainConfig
 from lstmcli.data.batching import bucket_batches, shard
 from lstmcli.device import process_rank
 from lstmcli.errors import TrainingDiverged, TrainingInterrupted
@@ -95,7 +95,7 @@ class Epochs:
 
 def run_epochs(
     task: EpochTask,
-    config: Config,
+    config: Config | PretrainConfig,
     callbacks: Callbacks,
     run_dir: Path,
     rng: np.random.Generator,
@@ -113,8 +113,10 @@ def run_epochs(
     # Before any freezing: the monitor keeps every parameter (a frozen one's gradient is zero).
     monitor = (GradientMonitor if train_cfg.diagnostics else NormMonitor)(model,
                                                                         train_cfg.clip_norm)
+    # Deterministic: the shuffled bucketing gives every epoch the same number of batches.
+    steps = len(shard(bucket_batches(task.lengths, train_cfg.batch_size), rank, world_size))
     schedule = Schedule(train_cfg.lr_schedule, train_cfg.lr, train_cfg.epochs,
-                        train_cfg.warmup_epochs, train_cfg.patience)
+                        train_cfg.warmup_epochs, train_cfg.patience, steps)
     if start:
         schedule.load_state(start.schedule)
 
@@ -122,8 +124,10 @@ def run_epochs(
         for group in optimizer.param_groups:
             group["lr"] = lr * group["lr_scale"]
 
-    trainer = Trainer(model, optimizer, task.loss, monitor, callbacks, stop,
-                      measure_accuracy=task.measure_accuracy)
+    per_step = (lambda epoch, step: set_lr(schedule.step_lr(epoch, step))) \
+        if schedule.per_step else None
+    trainer = Trainer(model, optimizer, task.loss, monitor, callbacks, stop, per_step,
+                      task.measure_accuracy)
     best, history = dict(task.initial_best), []
     first_epoch = start.epoch if start else 1
     if start:
@@ -168,6 +172,8 @@ def run_epochs(
                     if best["epoch"] else "no checkpoint was written yet")
             raise TrainingDiverged(f"{error}; {kept}; lower --lr or set --clip-norm") from None
 
+        if schedule.per_step:  # the lr the epoch ended with
+            lr = schedule.step_lr(epoch, len(batches))
         gradients = monitor.epoch_summary()
         row = {
             "epoch": epoch,

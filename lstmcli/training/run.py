@@ -4,7 +4,8 @@ Adam, gradient clipping by global norm, the best model by validation accuracy. E
 records gradient diagnostics: norms per parameter group and the update-to-weight ratio
 (:mod:`lstmcli.training.monitor`), the gradient flow through time and the gate statistics on a
 fixed validation batch (:mod:`lstmcli.diagnostics.flow`). The epochs themselves, with the
-schedule, the checkpoints and the interrupts, are :mod:`lstmcli.training.loop`'s.
+schedule, the checkpoints and the interrupts, are :mod:`lstmcli.training.loop`'s; starting from a
+pretrained language model is :mod:`lstmcli.training.finetune`'s.
 
 SIGINT and SIGTERM stop a run after the step in progress and save its resumable state
 (:mod:`lstmcli.training.resume`); :func:`resume` continues it exactly.
@@ -44,6 +45,7 @@ from lstmcli.runs import (
     save_checkpoint,
     write_json_atomic,
 )
+from lstmcli.training import finetune
 from lstmcli.training.callbacks import Callbacks
 from lstmcli.training.loop import EpochTask, run_epochs
 from lstmcli.training.resume import (
@@ -80,17 +82,25 @@ def accuracy(logits: torch.Tensor, labels: np.ndarray) -> float:
 def train(
     config: Config, callbacks: Callbacks | None = None, overwrite: bool = False
 ) -> TrainResult:
-    """Train a classifier as ``config`` says and write its run directory; returns the summary."""
+    """Train a classifier as ``config`` says and write its run directory; returns the summary.
+    With ``config.train.init_from``, start from that language model (its tokenizer, embedding
+    and encoder: :mod:`lstmcli.training.finetune`)."""
     callbacks = callbacks or Callbacks()
     config.validate()
     rank, world_size = process_rank()
     device = resolve_device(config.train.device, config.train.threads)
     rng = seed_everything(config.train.seed)
     run_dir = new_run_dir(config.train.output, config.model.cell, overwrite)
+    pretrained = None
+    if config.train.init_from is not None:
+        pretrained = finetune.open_pretrained(config.train.init_from)
+        finetune.check_architecture(config, pretrained)
+        config.train.init_from = str(pretrained.run_dir)
 
     absolute_data_paths(config.data)  # config.json must find the data from any directory
     splits = load_splits(config.data, seed=config.train.seed)
-    tokenizer = Tokenizer.train(splits.train.texts, config.data.vocab_size, config.data.min_freq)
+    tokenizer = (pretrained.tokenizer if pretrained is not None else
+                 Tokenizer.train(splits.train.texts, config.data.vocab_size, config.data.min_freq))
     encoded = _encode(tokenizer, splits, config)
     config.model.vocab_size = tokenizer.vocab_size
     config.model.num_classes = len(splits.label_names)
@@ -101,6 +111,8 @@ def train(
     with (claim(run_dir, overwrite) if rank == 0 else contextlib.nullcontext(),
           stop_on_signals() as stop):
         task = ClassifierTask(config, splits, encoded, device)
+        if pretrained is not None:  # before any file: unreadable weights leave no directory
+            finetune.copy_pretrained(task.model, pretrained.run_dir)
         if rank == 0:
             tokenizer.save(run_dir / TOKENIZER_FILE)
         return _finish(task, config, callbacks, run_dir, rng, None, stop)
@@ -159,7 +171,8 @@ def _encode(
 
 class ClassifierTask(EpochTask):
     """The classifier's epochs: cross-entropy on labelled texts, the best model by validation
-    accuracy (ties: lower validation loss), the gradient flow as a diagnostic."""
+    accuracy (ties: lower validation loss), the gradient flow as a diagnostic; with fine-tuning
+    settings, discriminative lrs and gradual unfreezing (:mod:`lstmcli.training.finetune`)."""
 
     best_keys = ("epoch", "val_accuracy", "val_loss")
     initial_best = {"epoch": 0, "val_accuracy": -1.0, "val_loss": math.inf}
@@ -169,9 +182,18 @@ class ClassifierTask(EpochTask):
         super().__init__(SentimentClassifier(config.model).to(device),
                          np.array([len(ids) for ids in encoded["train"]]))
         self.config, self.splits, self.encoded, self.device = config, splits, encoded, device
+        self.groups = finetune.layer_groups(self.model)
         # Fixed for the whole run, so that the per-epoch curves compare like with like.
         self.flow_batch = diagnostic_batch(encoded["validation"], splits.validation.labels,
                                            seed=config.train.seed)
+
+    def optimizer_groups(self) -> list[dict[str, Any]]:
+        return finetune.optimizer_groups(self.model, self.config.train.discriminative_lr)
+
+    def start_epoch(self, epoch: int) -> dict[str, Any]:
+        if not self.config.train.gradual_unfreeze:
+            return {}
+        return {"unfrozen": finetune.unfreeze(self.groups, epoch)}
 
     def batches(self, index_batches: list[np.ndarray]) -> Iterator[Batch]:
         labels = self.splits.train.labels
