@@ -2,7 +2,9 @@
 flags.
 
 A TOML file has the sections ``[model]``, ``[data]`` and ``[train]``; a key that no dataclass
-field matches is an error, so a typo never silently falls back to a default.
+field matches is an error, so a typo never silently falls back to a default. `lstm pretrain`
+reads the same sections into :class:`PretrainConfig`, whose ``[data]`` is a :class:`CorpusConfig`
+(unlabelled text instead of labelled splits).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from lstmcli.errors import ConfigError
 from lstmcli.nn.cells import DEFAULT_CELL, cell_names, get_cell
@@ -25,8 +27,9 @@ POOLING_CHOICES = ("last", "mean", "max", "concat")
 TRUNCATION_CHOICES = ("head", "tail", "both")  # which max_len tokens of a long text are kept
 OPTIMIZER_CHOICES = ("adam", "adamw")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
-LR_SCHEDULES = ("constant", "cosine", "onecycle", "plateau")  # lstmcli.training.schedule
+LR_SCHEDULES = ("constant", "cosine", "onecycle", "plateau", "slanted")  # training.schedule
 DROPOUTS = ("embed_dropout", "input_dropout", "hidden_dropout", "weight_dropout")  # [model]
+MAX_DISCRIMINATIVE_LR = 100.0  # ULMFiT's 2.6 per layer; beyond this lower layers never learn
 ENGINE_CHOICES = ("auto", "numpy", "torch")  # `lstm predict --engine`
 # --engine auto's limit for numpy on the CPU: beyond it torch's import time (seconds) is small
 # beside the work, and torch's fused kernels do each step in one call where numpy makes several.
@@ -141,6 +144,10 @@ class TrainConfig:
     patience: int = 0  # stop after this many epochs without validation improvement; 0: never
     lr_schedule: str = "constant"
     warmup_epochs: int = 0  # linear warmup (onecycle: its rising phase)
+    # Fine-tuning from a pretrained language model (`lstm pretrain`), ULMFiT-style.
+    init_from: str | None = None  # the pretraining run whose tokenizer and encoder start this one
+    discriminative_lr: float = 1.0  # each lower layer group's lr is divided by this
+    gradual_unfreeze: bool = False  # epoch 1 trains the head, each later one a group more
 
     def validate(self) -> None:
         _positive("epochs", self.epochs)
@@ -174,27 +181,26 @@ class TrainConfig:
         if not 0 <= self.warmup_epochs <= self.epochs:
             raise ConfigError(f"warmup_epochs must be in [0, epochs={self.epochs}], got "
                               f"{self.warmup_epochs}")
+        if self.lr_schedule == "slanted" and self.warmup_epochs:
+            raise ConfigError("warmup_epochs does not apply to lr_schedule slanted (its rise is "
+                              "the first 10% of the steps); drop it")
+        if not 1.0 <= self.discriminative_lr <= MAX_DISCRIMINATIVE_LR:
+            raise ConfigError(f"discriminative_lr must be in [1, {MAX_DISCRIMINATIVE_LR:g}] (1: "
+                              "one lr for every layer; ULMFiT uses 2.6), got "
+                              f"{self.discriminative_lr}")
 
 
-@dataclass
-class Config:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-    def validate(self) -> Config:
-        self.model.validate()
-        self.data.validate()
-        self.train.validate()
-        return self
+class _Sections:
+    """What the configs of `lstm train` and `lstm pretrain` share: the sections [model], [data]
+    and [train], read from nested dicts with unknown sections and keys refused."""
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return dataclasses.asdict(self)  # type: ignore[call-overload]  (a dataclass)
 
     @classmethod
     def from_dict(
-        cls, raw: dict[str, Any], source: str = "config", base: Config | None = None
-    ) -> Config:
+        cls, raw: dict[str, Any], source: str = "config", base: Self | None = None
+    ) -> Self:
         """Build a config from nested dicts, rejecting unknown sections and keys; the values
         given update a copy of ``base`` (default: the defaults)."""
         unknown = set(raw) - {"model", "data", "train"}
@@ -214,6 +220,75 @@ class Config:
         return config
 
 
+@dataclass
+class Config(_Sections):
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> Config:
+        self.model.validate()
+        self.data.validate()
+        self.train.validate()
+        return self
+
+
+@dataclass
+class CorpusConfig:
+    """Where the unlabelled texts of `lstm pretrain` come from and how they become windows."""
+
+    dataset: str | None = None  # a registered dataset; None: sample, unless text_files are given
+    data_dir: str | None = None
+    splits: list[str] | None = None  # of the dataset; None: its train split (never test)
+    text_files: list[str] = field(default_factory=list)  # .txt (a document per line) or data
+    text_column: str | None = None  # of the text files (csv, jsonl, parquet)
+    max_texts: int | None = None  # a seeded sample of this many documents, for quick runs
+    val_fraction: float = 0.05  # documents held out for validation perplexity
+    bptt: int = 70  # tokens per training window (ULMFiT's 70)
+    vocab_size: int = 20000
+    min_freq: int = 1
+
+    def validate(self) -> None:
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.bptt < 2:
+            raise ConfigError(f"bptt must be >= 2 (a window predicts its tokens after the "
+                              f"first), got {self.bptt}")
+        _positive("vocab_size", self.vocab_size)
+        _positive("min_freq", self.min_freq)
+        if self.max_texts is not None:
+            _positive("max_texts", self.max_texts)
+        if self.splits is not None and not self.splits:
+            raise ConfigError("splits is empty; name at least one split (default: train)")
+
+
+@dataclass
+class PretrainConfig(_Sections):
+    """`lstm pretrain`: the encoder's architecture, the unlabelled corpus, the optimisation."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: CorpusConfig = field(default_factory=CorpusConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> PretrainConfig:
+        self.model.validate()
+        if self.model.bidirectional and self.model.layers > 1:
+            raise ConfigError(
+                "a bidirectional language model with more than one layer would let the forward "
+                "direction of layer 2 see the future (each layer reads both directions of the one "
+                "below); pass --layers 1 or --unidirectional")
+        self.data.validate()
+        self.train.validate()
+        given = [name for name, value in (("init_from", self.train.init_from is not None),
+                                          ("discriminative_lr", self.train.discriminative_lr != 1),
+                                          ("gradual_unfreeze", self.train.gradual_unfreeze))
+                 if value]
+        if given:
+            raise ConfigError(f"[train] {', '.join(given)} apply to fine-tuning (lstm train "
+                              "--init-from), not to pretraining; remove them")
+        return self
+
+
 def _legacy_forget_bias(values: dict[str, Any], cell: str) -> dict[str, Any]:
     """Runs and configs written before gate_bias name it forget_bias; a cell without a memory
     gate simply had it unused."""
@@ -225,21 +300,37 @@ def _legacy_forget_bias(values: dict[str, Any], cell: str) -> dict[str, Any]:
     return values
 
 
-def load_config(path: str | Path | None, base: Config | None = None) -> Config:
-    """Defaults (or a copy of ``base``: `lstm compare --configs` layers each file over
-    --config), updated from a TOML file when one is given."""
+def load_config(
+    path: str | Path | None, kind: type[Any] = Config, base: Any | None = None
+) -> Any:
+    """Defaults (a ``kind``: Config, or PretrainConfig; or a copy of ``base``: `lstm compare
+    --configs` layers each file over --config), updated from a TOML file when one is given."""
     if path is None:
-        return copy.deepcopy(base) if base is not None else Config()
-    import tomllib  # only `lstm train --config` reads TOML
+        return copy.deepcopy(base) if base is not None else kind()
+    return kind.from_dict(_read_toml(path), source=str(path), base=base)
+
+
+def config_keys(path: str | Path | None) -> set[str]:
+    """The keys a TOML config file sets, as "section.key" ("model.hidden_size"): what it gives,
+    as opposed to what it leaves at the defaults. forget_bias counts as gate_bias (its old
+    name)."""
+    if path is None:
+        return set()
+    keys = {f"{section}.{key}" for section, values in _read_toml(path).items()
+            if isinstance(values, dict) for key in values}
+    return keys | ({"model.gate_bias"} if "model.forget_bias" in keys else set())
+
+
+def _read_toml(path: str | Path) -> dict[str, Any]:
+    import tomllib  # only `--config` reads TOML
 
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} not found; pass an existing TOML file to --config")
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
-    return Config.from_dict(raw, source=str(path), base=base)
 
 
 def apply_overrides(target: Any, values: dict[str, Any], source: str = "flags") -> None:
@@ -269,10 +360,20 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         elif kind is float:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 return float(value)
+        elif typing.get_origin(kind) is list:
+            (item,) = typing.get_args(kind)
+            if isinstance(value, list) and all(isinstance(v, item) for v in value):
+                return list(value)
         elif isinstance(value, kind):
             return value
-    names = " or ".join(a.__name__ for a in allowed)
+    names = " or ".join(_type_name(a) for a in allowed)
     raise ConfigError(f"{where} must be {names}, got {value!r}")
+
+
+def _type_name(kind: Any) -> str:
+    if typing.get_origin(kind) is list:
+        return f"a list of {typing.get_args(kind)[0].__name__}"
+    return kind.__name__
 
 
 def _positive(name: str, value: int) -> None:

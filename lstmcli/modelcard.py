@@ -16,27 +16,38 @@ from typing import Any
 
 from lstmcli import __version__
 from lstmcli.atomic import atomic_write
-from lstmcli.runs import CONFIG_FILE, METRICS_FILE, is_run
+from lstmcli.runs import CONFIG_FILE, LANGUAGE_MODEL, METRICS_FILE, is_run
 
 CARD_FILE = "README.md"
 
 
 def run_summary(run_dir: Path) -> dict[str, Any]:
-    """One row of `lstm runs`: cell, dataset, best epoch, validation and test accuracy, date.
-    A config.json that cannot be read gives a row of nulls (and its reason), not an error, so
-    that one damaged run never hides the others."""
-    row: dict[str, Any] = {"run_dir": str(run_dir), "cell": None, "dataset": None,
+    """One row of `lstm runs`: kind (classifier, or language_model), cell, dataset, best epoch,
+    validation and test accuracy (a language model: validation perplexity), date. A config.json
+    that cannot be read gives a row of nulls (and its reason), not an error, so that one damaged
+    run never hides the others."""
+    row: dict[str, Any] = {"run_dir": str(run_dir), "kind": None, "cell": None, "dataset": None,
                            "best_epoch": None, "val_accuracy": None, "test_accuracy": None,
                            "date": None}
     try:
         meta = json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
         best = meta.get("best") or {}
-        row.update(cell=meta["model"]["cell"], dataset=meta["data"]["dataset"],
-                   best_epoch=best.get("epoch"), val_accuracy=best.get("val_accuracy"),
+        row.update(kind=meta.get("kind", "classifier"), cell=meta["model"]["cell"],
+                   dataset=_dataset(meta["data"]), best_epoch=best.get("epoch"),
+                   val_accuracy=best.get("val_accuracy"),
                    test_accuracy=meta.get("test_accuracy"), date=meta.get("saved_at"))
+        if row["kind"] == LANGUAGE_MODEL:
+            row["val_perplexity"] = best.get("val_perplexity")
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as error:
         row["error"] = f"unreadable {CONFIG_FILE} ({type(error).__name__})"
     return row
+
+
+def _dataset(data: dict[str, Any]) -> str | None:
+    """The dataset a run read; a language model's text files by name after it."""
+    files = [Path(path).name for path in data.get("text_files") or []]
+    named = [data["dataset"]] if data["dataset"] else ["sample"] if not files else []
+    return " + ".join(named + files)
 
 
 def list_runs(root: Path) -> list[dict[str, Any]]:
@@ -76,6 +87,8 @@ def _figure(value: Any) -> str:
 def model_card(run_dir: Path, argv: list[str]) -> str:
     """The README.md of a finished run, in Markdown."""
     meta = json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+    if meta.get("kind") == LANGUAGE_MODEL:
+        return _language_model_card(run_dir, argv, meta)
     epochs = [json.loads(line) for line in (run_dir / METRICS_FILE).read_text(
         encoding="utf-8").splitlines() if line.strip()]
     summary = run_summary(run_dir)
@@ -126,6 +139,51 @@ def model_card(run_dir: Path, argv: list[str]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _language_model_card(run_dir: Path, argv: list[str], meta: dict[str, Any]) -> str:
+    """The card of a run of `lstm pretrain`: perplexity instead of accuracy."""
+    epochs = [json.loads(line) for line in (run_dir / METRICS_FILE).read_text(
+        encoding="utf-8").splitlines() if line.strip()]
+    model, data, train = meta["model"], meta["data"], meta["train"]
+    shape = ("bidirectional " if model.get("bidirectional") else "") + str(model["cell"])
+    best = meta.get("best") or {}
+    commit = git_commit(Path(__file__).resolve().parent)
+    return "\n".join([
+        f"# {run_dir.name}: {shape} language model",
+        "",
+        f"A {model.get('layers')}-layer {shape} language model ({model.get('hidden_size')} "
+        f"hidden units per direction) pretrained by lstmcli on `{_dataset(data)}` (windows of "
+        f"{data.get('bptt')} tokens). Fine-tune it with `lstm train --init-from {run_dir}`.",
+        "",
+        "## Metrics",
+        "",
+        f"Best epoch {best.get('epoch')} of {len(epochs)}: validation perplexity "
+        f"{_figure(best.get('val_perplexity'))}.",
+        "",
+        "| epoch | loss | val loss | val perplexity |",
+        "| --- | --- | --- | --- |",
+        *("| " + " | ".join(_figure(row.get(key)) for key in (
+            "epoch", "train_loss", "val_loss", "val_perplexity")) + " |" for row in epochs),
+        "",
+        "## Config",
+        "",
+        "```json",
+        json.dumps({"model": model, "data": data, "train": train}, indent=2, sort_keys=True),
+        "```",
+        "",
+        "## Reproduce",
+        "",
+        "```console",
+        command_line(argv),
+        "```",
+        "",
+        f"- lstmcli {meta.get('lstmcli_version', __version__)}, torch "
+        f"{meta.get('torch_version', '?')}, Python {platform.python_version()}",
+        f"- git commit: `{commit}`" if commit else "- git commit: not inside a git checkout",
+        f"- saved: {meta.get('saved_at')}",
+        "",
+    ])
 
 
 def write_model_card(run_dir: Path, argv: list[str]) -> Path:

@@ -5,6 +5,9 @@ label names, vocabulary size, format and package versions, the best epoch), ``to
 and ``metrics.jsonl``. Loading rebuilds the model from ``config.json`` alone; weights are
 safetensors, never pickle. Every file goes through :mod:`lstmcli.atomic`.
 
+A run of `lstm pretrain` (config.json ``"kind": "language_model"``) classifies nothing: loading
+it is refused with one line naming `lstm train --init-from`; it is never the latest run.
+
 Free of torch at import, so that `lstm predict` and `--help` can resolve a run without it; with
 ``engine="numpy"``, :func:`load_run` loads a run without importing torch at all.
 """
@@ -21,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from lstmcli import __version__
 from lstmcli.atomic import atomic_write, write_json_atomic
-from lstmcli.config import Config
+from lstmcli.config import Config, PretrainConfig
 from lstmcli.errors import CheckpointError, ConfigError, LstmError
 
 if TYPE_CHECKING:
@@ -41,6 +44,7 @@ PENDING_WEIGHTS_FILE = WEIGHTS_FILE + ".next"
 RESUME_TENSORS_FILE = "resume.safetensors"
 RESUME_STATE_FILE = "resume.json"
 FORMAT_VERSION = 1
+LANGUAGE_MODEL = "language_model"  # config.json's "kind" for a run of `lstm pretrain`
 
 
 def runs_root() -> Path:
@@ -58,6 +62,15 @@ def state_dir() -> Path:
 
 def is_run(path: Path) -> bool:
     return (path / CONFIG_FILE).is_file() and (path / WEIGHTS_FILE).is_file()
+
+
+def is_language_model(path: Path) -> bool:
+    """Whether the run at ``path`` was written by `lstm pretrain` (False if unreadable)."""
+    try:
+        meta = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+        return meta.get("kind") == LANGUAGE_MODEL
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError, AttributeError):
+        return False
 
 
 def new_run_dir(output: str | None, cell: str, overwrite: bool = False) -> Path:
@@ -104,7 +117,8 @@ def latest_run() -> Path:
     except (OSError, UnicodeDecodeError, ValueError):
         pass  # no pointer, or a corrupt one: the runs root still knows the newest run
     root = runs_root()
-    candidates = [p for p in root.iterdir() if is_run(p)] if root.is_dir() else []
+    candidates = ([p for p in root.iterdir() if is_run(p) and not is_language_model(p)]
+                  if root.is_dir() else [])
     if not candidates:
         raise CheckpointError(
             f"no trained run found (looked in {root.resolve()}); "
@@ -152,8 +166,8 @@ class LoadedRun:
 
 def save_checkpoint(
     run_dir: Path,
-    model: SentimentClassifier,
-    config: Config,
+    model: torch.nn.Module,
+    config: Config | PretrainConfig,
     label_names: list[str],
     extra: dict[str, Any] | None = None,
 ) -> None:
@@ -217,7 +231,28 @@ def _sha256(path: Path) -> str:
 
 
 def read_run_config(run_dir: Path) -> tuple[Config, list[str], dict[str, Any]]:
-    """The config, label names and remaining metadata of a run, checked for compatibility."""
+    """The config, label names and remaining metadata of a classifier's run, checked for
+    compatibility; a language model's run is refused."""
+    path = run_dir / CONFIG_FILE
+    meta = read_meta(run_dir)
+    if meta.get("kind") == LANGUAGE_MODEL:
+        raise CheckpointError(f"{run_dir} is a language model (written by lstm pretrain), not a "
+                              f"classifier; fine-tune it with lstm train --init-from {run_dir}")
+    try:
+        config = Config.from_dict(
+            {key: meta[key] for key in ("model", "data", "train")}, source=str(path)
+        )
+        label_names = [str(name) for name in meta["label_names"]]
+    except (KeyError, TypeError) as error:
+        raise CheckpointError(f"{path} lacks {error}; retrain or restore the run") from None
+    except LstmError as error:
+        raise CheckpointError(str(error)) from None
+    return config, label_names, meta
+
+
+def read_meta(run_dir: Path) -> dict[str, Any]:
+    """A run's config.json as a dict, checked to be a JSON object of the format this lstmcli
+    reads."""
     path = run_dir / CONFIG_FILE
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
@@ -234,16 +269,7 @@ def read_run_config(run_dir: Path) -> tuple[Config, list[str], dict[str, Any]]:
             f"{run_dir} has checkpoint format {version!r}, this lstmcli reads format "
             f"{FORMAT_VERSION}; use lstmcli {meta.get('lstmcli_version', '?')} or retrain"
         )
-    try:
-        config = Config.from_dict(
-            {key: meta[key] for key in ("model", "data", "train")}, source=str(path)
-        )
-        label_names = [str(name) for name in meta["label_names"]]
-    except (KeyError, TypeError) as error:
-        raise CheckpointError(f"{path} lacks {error}; retrain or restore the run") from None
-    except LstmError as error:
-        raise CheckpointError(str(error)) from None
-    return config, label_names, meta
+    return meta
 
 
 def load_run(

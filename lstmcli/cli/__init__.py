@@ -7,7 +7,14 @@ app of :mod:`lstmcli.cli.common`.
 
 from __future__ import annotations
 
-from lstmcli.cli import catalog, compare, diagnose, inference, train  # noqa: F401  (register commands)
+from lstmcli.cli import (  # noqa: F401  (register commands)
+    catalog,
+    compare,
+    diagnose,
+    inference,
+    pretrain,
+    train,
+)
 from lstmcli.cli.common import app
 
 __all__ = ["app", "main"]

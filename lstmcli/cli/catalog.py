@@ -62,7 +62,8 @@ def datasets(
         rows.append({
             "name": info.name, "hub_id": info.hub_id, "text_column": info.text_column,
             "label_column": info.label_column, "label_names": list(info.label_names),
-            "splits": list(info.splits), "description": info.description,
+            "splits": list(info.splits), "unlabelled_splits": list(info.unlabelled_splits),
+            "description": info.description,
             "local_copy": str(local) if local is not None else None,
         })
     if as_json:
@@ -78,7 +79,9 @@ def datasets(
     for row in rows:
         table.add_row(row["name"], row["hub_id"] or "(bundled)",
                       f"{row['text_column']}\n{row['label_column']}",
-                      "\n".join(row["label_names"]), "\n".join(row["splits"]),
+                      "\n".join(row["label_names"]),
+                      "\n".join(row["splits"] + [f"{s} (unlabelled)"
+                                                 for s in row["unlabelled_splits"]]),
                       "yes" if row["local_copy"] else "-")
     out.print(table)
 

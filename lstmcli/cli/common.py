@@ -156,6 +156,27 @@ def device_option(default_help: str = "") -> Any:
 QuietOpt = Annotated[bool, typer.Option(
     "--quiet", "-q", help="Print nothing but errors (--json output is still printed).")]
 
+# What --resume leaves to the command (the resumed run keeps its own config), and the spellings
+# of flags whose parameter names differ from them.
+RESUME_KEEPS = {"resume", "epochs", "as_json", "quiet"}
+FLAG_NAMES = {"config_file": "--config", "bidirectional": "--bidirectional/--unidirectional",
+              "diagnostics": "--diagnostics/--no-diagnostics",
+              "gradual_unfreeze": "--gradual-unfreeze/--no-gradual-unfreeze",
+              "text_files": "--text-file"}
+
+
+def refuse_with_resume(options: dict[str, Any]) -> None:
+    """One line naming every flag given beside --resume that would change the run (None: not
+    given; 0 and --unidirectional are given; --overwrite alone defaults to False)."""
+    given = [name for name, value in options.items() if name not in RESUME_KEEPS
+             and (value if name == "overwrite" else value is not None)]
+    if given:
+        from lstmcli.errors import ConfigError
+
+        flags = ", ".join(FLAG_NAMES.get(name, "--" + name.replace("_", "-")) for name in given)
+        raise ConfigError(f"--resume continues a run with its own config; {flags} cannot "
+                          "change it (only --epochs can)")
+
 
 def print_json(payload: Any) -> None:
     sys.stdout.write(dumps(payload) + "\n")

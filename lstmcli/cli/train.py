@@ -33,6 +33,7 @@ from lstmcli.cli.common import (
     handles_errors,
     out,
     print_json,
+    refuse_with_resume,
 )
 from lstmcli.config import (
     LR_SCHEDULES,
@@ -40,9 +41,9 @@ from lstmcli.config import (
     POOLING_CHOICES,
     TRUNCATION_CHOICES,
     apply_overrides,
+    config_keys,
     load_config,
 )
-from lstmcli.errors import ConfigError
 from lstmcli.nn.cells import cell_names
 
 
@@ -126,8 +127,8 @@ def train(
         "--clip-norm", help="Clip the global gradient norm to this; 0 disables. \\[default: 5.0]")]
     = None,
     lr_schedule: Annotated[str | None, typer.Option(
-        "--lr-schedule", help=f"{'|'.join(LR_SCHEDULES)}: the lr of each epoch (see README). "
-        "\\[default: constant]")] = None,
+        "--lr-schedule", help=f"{'|'.join(LR_SCHEDULES)}: the lr of each epoch (slanted: of "
+        "each step; see README). \\[default: constant]")] = None,
     warmup_epochs: Annotated[int | None, typer.Option(
         "--warmup-epochs", help="Linear warmup epochs (onecycle: its rising phase). "
         "\\[default: 0]")] = None,
@@ -146,6 +147,17 @@ def train(
     resume: Annotated[Path | None, typer.Option(
         "--resume", help="Continue the interrupted run in RUN_DIR exactly where it stopped (its "
         "config and tokenizer; only --epochs may change).", metavar="RUN_DIR")] = None,
+    init_from: Annotated[str | None, typer.Option(
+        "--init-from", help="Fine-tune the language model that `lstm pretrain` wrote in RUN_DIR: "
+        "its tokenizer, architecture, embedding and encoder; a new classifier head.",
+        metavar="RUN_DIR")] = None,
+    discriminative_lr: Annotated[float | None, typer.Option(
+        "--discriminative-lr", help="Divide the lr by FACTOR for each layer group below the "
+        "head (encoder layers top to bottom, then the embedding; ULMFiT: 2.6). \\[default: 1]",
+        metavar="FACTOR")] = None,
+    gradual_unfreeze: Annotated[bool | None, typer.Option(
+        "--gradual-unfreeze/--no-gradual-unfreeze", help="Epoch 1 trains the head alone, each "
+        "later epoch one more layer group from the top. \\[default: off]")] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -159,14 +171,7 @@ def train(
     from lstmcli.ui.render import TrainDisplay
 
     if resume is not None:
-        # None: not given (0 and --unidirectional are given); --overwrite alone defaults to False.
-        given = [name for name, value in options.items() if name not in _RESUME_KEEPS
-                 and (value if name == "overwrite" else value is not None)]
-        if given:
-            flags = ", ".join(_FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
-                              for name in given)
-            raise ConfigError(f"--resume continues a run with its own config; {flags} cannot "
-                              "change it (only --epochs can)")
+        refuse_with_resume(options)
         display = TrainDisplay(out, err, quiet=as_json or quiet)
         with display:
             result = resume_training(resume, display, epochs)
@@ -190,18 +195,21 @@ def train(
         weight_decay=weight_decay, label_smoothing=label_smoothing, clip_norm=clip_norm,
         seed=seed, device=device, output=output, threads=threads,
         diagnostics=diagnostics, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
-        patience=patience))
+        patience=patience, init_from=init_from, discriminative_lr=discriminative_lr,
+        gradual_unfreeze=gradual_unfreeze))
+    if config.train.init_from is not None:
+        from lstmcli.training.finetune import INHERITED, inherit_architecture
+
+        # What the user asked for (a flag or a config key), as opposed to a default: only that
+        # can conflict with the pretrained architecture; the rest is taken from it.
+        flags = {f"{section}.{name}" for section, names in INHERITED.items() for name in names
+                 if options[name] is not None}
+        inherit_architecture(config, flags | config_keys(config_file))
     config.validate()
     display = TrainDisplay(out, err, quiet=as_json or quiet)
     with display:
         result = run_training(config, display, overwrite=overwrite)
     _finish(result, display, as_json, quiet)
-
-
-# What --resume leaves to the command (and the resumed run's own config), and flag spellings.
-_RESUME_KEEPS = {"resume", "epochs", "as_json", "quiet"}
-_FLAG_NAMES = {"config_file": "--config", "bidirectional": "--bidirectional/--unidirectional",
-               "diagnostics": "--diagnostics/--no-diagnostics"}
 
 
 def _finish(result: Any, display: Any, as_json: bool, quiet: bool) -> None:

@@ -1,4 +1,6 @@
-"""Reading one local data file (CSV, TSV, JSON lines, JSON, parquet) as a text and a label column.
+"""Reading one local data file (CSV, TSV, JSON lines, JSON, parquet) as a text and a label column,
+or (for `lstm pretrain`) its text column alone, which a plain-text file also gives: one document
+per line.
 
 pyarrow's own readers parse the files (the text formats in :mod:`lstmcli.data.textfiles`), and
 only the text and label columns are kept, so a corpus of millions of rows never becomes Python
@@ -40,10 +42,12 @@ if TYPE_CHECKING:
     from lstmcli.data.columns import Column
 
 SUPPORTED_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
+TEXT_SUFFIXES = (".txt", *SUPPORTED_SUFFIXES)  # what read_texts reads
 # Auto-detected column names, in order of preference (compared case-insensitively).
 TEXT_COLUMN_NAMES = ("text", "sentence", "review", "content")
 LABEL_COLUMN_NAMES = ("label", "sentiment", "rating", "stars")
 _PARQUET_BATCH = 8192  # rows decoded at once; each batch becomes one chunk of the column
+_LINES_BATCH = 65536  # lines of a plain-text file per chunk of its column
 
 
 @dataclass
@@ -92,6 +96,65 @@ def read_file(
     if len(texts) == 0:
         raise DataError(f"data file {path} has no rows; it needs at least one example")
     return make_raw_split(texts, labels, source, positive_threshold)
+
+
+def read_texts(path: Path, text_column: str | None = None) -> pa.ChunkedArray:
+    """The texts of one local file, labels (if any) never read: a .txt file's non-blank lines, or
+    the text column of a data file. Missing and blank texts are left for the caller to drop."""
+    suffix = path.suffix.lower()
+    if suffix not in TEXT_SUFFIXES:
+        raise DataError(f"text file {path} has an unsupported extension {path.suffix or '(none)'!r}"
+                        f"; use .txt (one document per line) or one of: "
+                        f"{', '.join(SUPPORTED_SUFFIXES)}")
+    if not path.is_file():
+        raise DataError(f"text file {path} not found; check the path" if not path.exists()
+                        else f"{path} is not a file; pass a text or data file")
+    if path.stat().st_size == 0:
+        raise DataError(f"text file {path} is empty; it needs at least one document")
+    source = str(path)
+
+    def pick(names: list[str]) -> tuple[str, str]:  # the text column twice: no label is read
+        text = pick_column(names, text_column, TEXT_COLUMN_NAMES, "text", source)
+        return text, text
+
+    if suffix == ".txt":
+        texts = _read_lines(path)
+    elif suffix == ".parquet":
+        texts, _ = _read_parquet(path, pick)
+    else:
+        check = check_text(path, json_lines=suffix in (".json", ".jsonl"))
+        if suffix in (".csv", ".tsv"):
+            texts, _ = read_delimited(path, pick)
+        elif suffix == ".json" and is_json_document(path, check.first):
+            texts, _ = read_json_document(path, pick)
+        else:
+            texts, _ = read_json_lines(path, pick, check)
+    from lstmcli.data.columns import as_text
+
+    return as_text(texts)
+
+
+def _read_lines(path: Path) -> pa.ChunkedArray:
+    """The non-blank lines of a UTF-8 text file, streaming (a batch of lines at a time)."""
+    import pyarrow as pa
+
+    chunks, lines, number = [], [], 0
+    with path.open(encoding="utf-8-sig") as handle:
+        try:
+            for number, line in enumerate(handle, start=1):  # noqa: B007  (read in except)
+                if line.strip():
+                    lines.append(line.rstrip("\r\n"))
+                if len(lines) == _LINES_BATCH:
+                    chunks.append(pa.array(lines, type=pa.string()))
+                    lines = []
+        except UnicodeDecodeError:
+            # Decoded a block at a time: the bad byte is at this line or a little after it.
+            raise DataError(f"text file {path} is not valid UTF-8 (near line {number + 1}); "
+                            "re-save it with UTF-8 encoding") from None
+    chunks.append(pa.array(lines, type=pa.string()))
+    if not sum(map(len, chunks)):
+        raise DataError(f"text file {path} has only blank lines; it needs at least one document")
+    return pa.chunked_array(chunks, type=pa.string())
 
 
 def make_raw_split(

@@ -3,6 +3,10 @@
 Resolution order for a hub dataset: a local copy ``DIR/NAME/SPLIT.parquet`` (``--data-dir DIR``
 or ``$LSTM_DATA_DIR``), then the Hugging Face cache and hub through ``datasets.load_dataset``.
 The bundled ``sample`` dataset is read from ``data/sample/*.jsonl`` beside the package.
+
+A dataset may also have unlabelled splits (IMDB's 50,000 ``unsupervised`` reviews), read, like
+its train split, as texts alone by :func:`read_split_texts` for `lstm pretrain`, from the same
+places.
 """
 
 from __future__ import annotations
@@ -15,14 +19,25 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from lstmcli.data.files import RawSplit, make_raw_split, one_line, pick_columns, read_file
+from lstmcli.data.files import (
+    TEXT_COLUMN_NAMES,
+    RawSplit,
+    make_raw_split,
+    one_line,
+    pick_column,
+    pick_columns,
+    read_file,
+    read_texts,
+)
 from lstmcli.data.labels import ids_to_names
 from lstmcli.errors import DataError
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from lstmcli.config import DataConfig
 
 SPLITS = ("train", "validation", "test")
@@ -45,6 +60,7 @@ class DatasetInfo:
     splits: tuple[str, ...]  # the labelled splits the hub offers
     description: str
     hub_config: str | None = None  # the `name` argument of load_dataset (GLUE's "sst2")
+    unlabelled_splits: tuple[str, ...] = ()  # texts without labels, for `lstm pretrain`
 
 
 _REGISTRY: dict[str, DatasetInfo] = {
@@ -56,7 +72,9 @@ _REGISTRY: dict[str, DatasetInfo] = {
         ),
         DatasetInfo(
             "imdb", "stanfordnlp/imdb", "text", "label", BINARY, ("train", "test"),
-            "IMDB movie reviews (Maas et al. 2011): 25,000 train / 25,000 test, long reviews",
+            "IMDB movie reviews (Maas et al. 2011): 25,000 train / 25,000 test, long reviews; "
+            "50,000 unlabelled (unsupervised) for pretraining",
+            unlabelled_splits=("unsupervised",),
         ),
         DatasetInfo(
             "sst2", "nyu-mll/glue", "sentence", "label", BINARY, ("train", "validation"),
@@ -173,12 +191,37 @@ def _folder_source(info: DatasetInfo, folder: Path, suffix: str, kind: str) -> S
     return Source(info.name, available, read, list(info.label_names), [note])
 
 
-def _read_hub(info: DatasetInfo, split: str, root: Path | None) -> RawSplit:
-    """One split through datasets.load_dataset: the Hugging Face cache, else a download."""
+def read_split_texts(info: DatasetInfo, split: str, data_dir: str | None) -> pa.ChunkedArray:
+    """The texts alone of one split, labelled or unlabelled (its labels are never read): from
+    the bundled sample, a local copy DIR/NAME/SPLIT.parquet, or the hub, as named_source finds
+    the labelled ones."""
+    if split not in (*info.splits, *info.unlabelled_splits):
+        raise DataError(f"{info.name} has no split {split!r}; its splits: "
+                        f"{', '.join((*info.splits, *info.unlabelled_splits))}")
+    root = None if info.hub_id is None else resolve_data_dir(data_dir)
+    if info.hub_id is None or (root is not None and (root / info.name).is_dir()):
+        folder, suffix = (_sample_dir(), ".jsonl") if root is None else (root / info.name,
+                                                                         ".parquet")
+        path = folder / f"{split}{suffix}"
+        if not path.is_file():
+            raise DataError(f"local copy {folder} has no {split}{suffix}; put it there, or leave "
+                            f"{split} out")
+        return read_texts(path, info.text_column)
+    dataset = _hub_split(info, split, root)
+    source = f"{info.name} {split} ({info.hub_id})"
+    text = pick_column(dataset.column_names, info.text_column, TEXT_COLUMN_NAMES, "text", source)
+    from lstmcli.data.columns import as_text
+
+    return as_text(dataset.select_columns([text]).with_format("arrow")[:].column(text))
+
+
+def _hub_split(info: DatasetInfo, split: str, root: Path | None) -> Any:
+    """One split of a hub dataset through datasets.load_dataset: the Hugging Face cache, else a
+    download."""
     datasets = _import_datasets()
     assert info.hub_id is not None
     try:
-        dataset = datasets.load_dataset(info.hub_id, info.hub_config, split=split)
+        return datasets.load_dataset(info.hub_id, info.hub_config, split=split)
     except (ConnectionError, FileNotFoundError):
         looked = root / info.name if root is not None else f"(no --data-dir / {DATA_DIR_ENV} set)"
         layout = "{" + ",".join(info.splits) + "}"
@@ -192,6 +235,11 @@ def _read_hub(info: DatasetInfo, split: str, root: Path | None) -> RawSplit:
             f"could not load the {split} split of {info.hub_id} from the Hugging Face hub: "
             f"{one_line(error)}"
         ) from None
+
+
+def _read_hub(info: DatasetInfo, split: str, root: Path | None) -> RawSplit:
+    """One labelled split from the hub (or its cache)."""
+    dataset = _hub_split(info, split, root)
     source = f"{info.name} {split} ({info.hub_id})"
     text, label = pick_columns(dataset.column_names, info.text_column, info.label_column, source)
     # The dataset's own Arrow table (memory-mapped from the cache), never Python lists.

@@ -1,5 +1,5 @@
 """Seeded, stratified selection of rows: the carved validation split and the --max-*-samples
-subsets.
+subsets (and the seeded streams of the pretraining corpus's draws).
 
 The draw depends only on the seed, the purpose, the rows and which rows share a class, never on
 label ids, so training and `lstm eval` pick the same rows.
@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 # One random stream per purpose, so that e.g. --max-train-samples never moves validation rows.
-STREAMS = {"carve": 0, "train": 1, "validation": 2, "test": 3, "all": 4}
+STREAMS = {"carve": 0, "train": 1, "validation": 2, "test": 3, "all": 4,
+           "pretrain": 5, "holdout": 6}  # lstmcli.data.corpus: --max-texts, held-out documents
 
 
 def rng(seed: int, purpose: str) -> np.random.Generator:

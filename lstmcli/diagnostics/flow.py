@@ -147,7 +147,9 @@ def measure_flow(
     copy leaves the model, its gradients and the random streams untouched. The gradient comes
     from torch.autograd.grad on the observed states; no parameter's .grad is written.
     """
-    work = copy.deepcopy(model).double().eval()
+    # Every parameter of the copy in the graph: the flow is the network's, whatever training
+    # has frozen (gradual unfreezing), and an all-frozen path would have no gradient at all.
+    work = copy.deepcopy(model).double().eval().requires_grad_(True)
     states: list[tuple[Tensor, ...]] = []
     gates_by_step: list[dict[str, Tensor]] = []
 

@@ -3,7 +3,9 @@ update-to-weight ratio, averaged per epoch (the gradient columns of metrics.json
 
 Groups: ``embedding``; ``ih.<chunk>`` and ``hh.<chunk>`` (the input and recurrent weight rows of
 one gate block of the cell, all layers and directions together; plain ``ih``/``hh`` for a cell
-with one block); ``bias``; ``peephole`` (any cell vector); ``classifier``; ``other``.
+with one block); ``bias``; ``peephole`` (any cell vector); then one group per other top-level
+module of the model, named after it: ``classifier`` for a classifier, ``projection`` and ``head``
+for a language model (:mod:`lstmcli.nn.language_model`); ``other``.
 """
 
 from __future__ import annotations
@@ -16,17 +18,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lstmcli.nn.classifier import SentimentClassifier
-
 
 class ParameterGroups:
-    """Maps every parameter of a classifier (or the blocks of its rows) onto named groups, so
-    that one ``squared_norms(tensors)`` call gives each group's squared norm.
+    """Maps every parameter of a model with an ``embedding`` and an ``encoder`` (a classifier, a
+    language model), or the blocks of its rows, onto named groups, so that one
+    ``squared_norms(tensors)`` call gives each group's squared norm.
 
     The groups are listed in the module docstring.
     """
 
-    def __init__(self, model: SentimentClassifier) -> None:
+    def __init__(self, model: nn.Module) -> None:
         names: list[str] = []
         plan: list[tuple[nn.Parameter, int, list[str]]] = []
         seen: set[int] = set()
@@ -52,8 +53,10 @@ class ParameterGroups:
             for vector in recurrence.cell.spec.vectors:
                 # peephole_input, peephole_forget ... -> one "peephole" group
                 add(getattr(recurrence.cell, vector), 1, [vector.split("_")[0]])
-        for parameter in model.classifier.parameters():
-            add(parameter, 1, ["classifier"])
+        for name, child in model.named_children():  # the classifier, or an LM's output layer
+            if name not in ("embedding", "encoder"):
+                for parameter in child.parameters():
+                    add(parameter, 1, [name])
         for parameter in model.parameters():
             add(parameter, 1, ["other"])
 
@@ -136,7 +139,7 @@ class GradientMonitor:
     the epoch's statistics. Per step: one norm per parameter, one host sync (the global norm,
     which the divergence guard needs anyway) and, for the update ratio, one copy of the weights."""
 
-    def __init__(self, model: SentimentClassifier, clip_norm: float) -> None:
+    def __init__(self, model: nn.Module, clip_norm: float) -> None:
         self.groups = ParameterGroups(model)
         self.clip_norm = clip_norm
         self._weights: list[Tensor] = []

@@ -8,6 +8,8 @@ so that it compares across runs and breaks ties in model selection the same way 
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -16,12 +18,17 @@ from lstmcli.config import TrainConfig
 from lstmcli.training.trainer import LossFunction
 
 
-def make_optimizer(model: nn.Module, train_config: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(
+    params: nn.Module | Iterable[Any], train_config: TrainConfig
+) -> torch.optim.Optimizer:
     """Adam, whose weight decay is added to the gradient (L2, then scaled by the adaptive step),
     or AdamW, whose decay shrinks the weights apart from it (Loshchilov & Hutter 2019), the
-    decay recipes pair with a large weight_decay."""
+    decay recipes pair with a large weight_decay. ``params``: a module's parameters, or parameter
+    groups (fine-tuning gives each layer group its own lr)."""
     kind = torch.optim.AdamW if train_config.optimizer == "adamw" else torch.optim.Adam
-    return kind(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
+    if isinstance(params, nn.Module):
+        params = params.parameters()
+    return kind(params, lr=train_config.lr, weight_decay=train_config.weight_decay)
 
 
 def training_loss(train_config: TrainConfig) -> LossFunction:

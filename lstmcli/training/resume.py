@@ -92,6 +92,7 @@ class ResumeState:
     monitor: dict[str, Any]
     tensors: dict[str, Tensor]
     schedule: dict[str, Any] = field(default_factory=dict)  # lr schedule and patience count
+    command: str = "train"  # the command that resumes it: train, or pretrain
 
 
 def save_resume(
@@ -136,6 +137,7 @@ def save_resume(
         "python_random": random.getstate(),
         "monitor": monitor_values,
         "schedule": state.schedule,
+        "command": state.command,
         "optimizer": {"class": type(optimizer).__name__, "param_groups": groups},
     }
     # Last: the JSON names the tensors it belongs to, so it is the commit of the pair.
@@ -146,15 +148,16 @@ def has_resume(run_dir: Path) -> bool:
     return (run_dir / RESUME_STATE_FILE).is_file()
 
 
-def load_resume(run_dir: Path) -> ResumeState:
-    """The resumable state of ``run_dir``, checked: one line naming the problem otherwise."""
+def load_resume(run_dir: Path, command: str = "train") -> ResumeState:
+    """The resumable state of ``run_dir``, checked: one line naming the problem otherwise.
+    ``command`` is the one resuming (train, pretrain); a state the other wrote is refused."""
     from safetensors import SafetensorError
     from safetensors.torch import load
 
     state_path, tensors_path = run_dir / RESUME_STATE_FILE, run_dir / RESUME_TENSORS_FILE
     if not run_dir.is_dir():
         raise CheckpointError(f"--resume {run_dir} is not a directory; pass the run directory "
-                              "that an interrupted `lstm train` named")
+                              f"that an interrupted `lstm {command}` named")
     if not state_path.is_file():
         raise CheckpointError(f"{run_dir} holds no resumable state ({RESUME_STATE_FILE}): its "
                               "training finished or was never interrupted; train a new run")
@@ -170,6 +173,10 @@ def load_resume(run_dir: Path) -> ResumeState:
     if hashlib.sha256(data).hexdigest() != payload.get("tensors_sha256"):
         raise CheckpointError(f"{tensors_path} does not belong to {state_path} (an interrupted "
                               "write); the state cannot be resumed exactly: train a new run")
+    written_by = str(payload.get("command", "train"))
+    if written_by != command:
+        raise CheckpointError(f"{run_dir} was interrupted in `lstm {written_by}`; resume it with "
+                              f"lstm {written_by} --resume {run_dir}")
     try:
         tensors = load(data)
         best = dict(payload["best"])
@@ -186,6 +193,7 @@ def load_resume(run_dir: Path) -> ResumeState:
             monitor=payload["monitor"],
             tensors=tensors,
             schedule=dict(payload.get("schedule") or {}),
+            command=written_by,
         )
     except (SafetensorError, KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"the resumable state in {run_dir} is incomplete ({error}); "
@@ -204,7 +212,11 @@ def restore(
     tensors = state.tensors
     model.load_state_dict({key[len("model."):]: value for key, value in tensors.items()
                            if key.startswith("model.")})
-    index = {name: position for position, (name, _) in enumerate(model.named_parameters())}
+    # Positions in the optimiser's own order: with several param groups (discriminative lrs)
+    # it is not the model's.
+    positions = {id(parameter): position for position, parameter in
+                 enumerate(p for group in optimizer.param_groups for p in group["params"])}
+    index = {name: positions[id(parameter)] for name, parameter in model.named_parameters()}
     saved = optimizer.state_dict()
     per_parameter: dict[int, dict[str, Tensor]] = {}
     for key, value in tensors.items():

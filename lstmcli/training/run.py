@@ -1,15 +1,15 @@
-"""The assembly of a training run: data -> tokenizer -> model -> trainer -> run directory.
+"""The assembly of a training run: data -> tokenizer -> model -> epochs -> run directory.
 
 Adam or AdamW (:mod:`lstmcli.training.optim`), gradient clipping by global norm, the best model
 by validation accuracy. Every epoch also records gradient diagnostics: norms per parameter group
 and the update-to-weight ratio (:mod:`lstmcli.training.monitor`), the gradient flow through time
-and the gate statistics on a fixed validation batch (:mod:`lstmcli.diagnostics.flow`).
-
-Batches are sharded by rank (all ranks get the same number) and only rank 0 writes files.
+and the gate statistics on a fixed validation batch (:mod:`lstmcli.diagnostics.flow`). The epochs
+themselves, with the schedule, the checkpoints and the interrupts, are
+:mod:`lstmcli.training.loop`'s; starting from a pretrained language model is
+:mod:`lstmcli.training.finetune`'s.
 
 SIGINT and SIGTERM stop a run after the step in progress and save its resumable state
-(:mod:`lstmcli.training.resume`); :func:`resume` continues it exactly.
-"""
+(:mod:`lstmcli.training.resume`); :func:`resume` continues it exactly."""
 
 from __future__ import annotations
 
@@ -17,9 +17,6 @@ import contextlib
 import json
 import math
 import random
-import shlex
-import signal
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,23 +24,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from lstmcli.atomic import atomic_write
 from lstmcli.config import Config
-from lstmcli.data.batching import bucket_batches, iterate_batches, shard
+from lstmcli.data.batching import iterate_batches
 from lstmcli.data.registry import absolute_data_paths
 from lstmcli.data.splits import DatasetSplits, load_splits
 from lstmcli.data.tokenizer import Tokenizer, encode_cached
 from lstmcli.device import process_rank, resolve_device
 from lstmcli.diagnostics.flow import diagnostic_batch, measure_flow
-from lstmcli.errors import CheckpointError, TrainingDiverged, TrainingInterrupted
-from lstmcli.jsonout import dumps
+from lstmcli.errors import CheckpointError
 from lstmcli.nn.classifier import SentimentClassifier, predict_logits
-from lstmcli.rundir import append_line, claim
+from lstmcli.rundir import claim
 from lstmcli.runs import (
     CONFIG_FILE,
-    METRICS_FILE,
     TOKENIZER_FILE,
     WEIGHTS_FILE,
     new_run_dir,
@@ -51,20 +45,18 @@ from lstmcli.runs import (
     save_checkpoint,
     write_json_atomic,
 )
+from lstmcli.training import finetune
 from lstmcli.training.callbacks import Callbacks
-from lstmcli.training.monitor import GradientMonitor, NormMonitor
-from lstmcli.training.optim import make_optimizer, training_loss
+from lstmcli.training.loop import EpochTask, run_epochs
+from lstmcli.training.optim import training_loss
 from lstmcli.training.resume import (
     ResumeState,
     StopFlag,
     clear_resume,
     load_resume,
-    restore,
-    save_resume,
     stop_on_signals,
 )
-from lstmcli.training.schedule import Schedule
-from lstmcli.training.trainer import Batch, Diverged, EpochProgress, Stopped, Trainer
+from lstmcli.training.trainer import Batch, EpochStats
 
 
 @dataclass
@@ -91,17 +83,25 @@ def accuracy(logits: torch.Tensor, labels: np.ndarray) -> float:
 def train(
     config: Config, callbacks: Callbacks | None = None, overwrite: bool = False
 ) -> TrainResult:
-    """Train a classifier as ``config`` says and write its run directory; returns the summary."""
+    """Train a classifier as ``config`` says and write its run directory; returns the summary.
+    With ``config.train.init_from``, start from that language model (its tokenizer, embedding
+    and encoder: :mod:`lstmcli.training.finetune`)."""
     callbacks = callbacks or Callbacks()
     config.validate()
     rank, world_size = process_rank()
     device = resolve_device(config.train.device, config.train.threads)
     rng = seed_everything(config.train.seed)
     run_dir = new_run_dir(config.train.output, config.model.cell, overwrite)
+    pretrained = None
+    if config.train.init_from is not None:
+        pretrained = finetune.open_pretrained(config.train.init_from)
+        finetune.check_architecture(config, pretrained)
+        config.train.init_from = str(pretrained.run_dir)
 
     absolute_data_paths(config.data)  # config.json must find the data from any directory
     splits = load_splits(config.data, seed=config.train.seed)
-    tokenizer = Tokenizer.train(splits.train.texts, config.data.vocab_size, config.data.min_freq)
+    tokenizer = (pretrained.tokenizer if pretrained is not None else
+                 Tokenizer.train(splits.train.texts, config.data.vocab_size, config.data.min_freq))
     encoded = _encode(tokenizer, splits, config)
     config.model.vocab_size = tokenizer.vocab_size
     config.model.num_classes = len(splits.label_names)
@@ -111,8 +111,12 @@ def train(
     # resumable state is saved.
     with (claim(run_dir, overwrite) if rank == 0 else contextlib.nullcontext(),
           stop_on_signals() as stop):
-        return _epochs(config, callbacks, splits, tokenizer, encoded, run_dir, device, rng, None,
-                       stop)
+        task = ClassifierTask(config, splits, encoded, device)
+        if pretrained is not None:  # before any file: unreadable weights leave no directory
+            finetune.copy_pretrained(task.model, pretrained.run_dir)
+        if rank == 0:
+            tokenizer.save(run_dir / TOKENIZER_FILE)
+        return _finish(task, config, callbacks, run_dir, rng, None, stop)
 
 
 def resume(
@@ -123,17 +127,12 @@ def resume(
     extends (or shortens) the run; it cannot end before the interrupted epoch."""
     callbacks = callbacks or Callbacks()
     run_dir = Path(run_dir)
-    state = load_resume(run_dir)
+    state = load_resume(run_dir, "train")
     try:
         config = Config.from_dict(state.config, source=str(run_dir / "resume.json"))
     except (KeyError, TypeError) as error:
         raise CheckpointError(f"the resumable state in {run_dir} lacks {error}") from None
-    if epochs is not None:
-        if epochs < state.epoch:
-            raise CheckpointError(f"--epochs {epochs} ends before epoch {state.epoch}, where "
-                                  f"{run_dir} was interrupted; pass --epochs {state.epoch} or more")
-        config.train.epochs = epochs
-    config.validate()
+    resumed_epochs(config, state, run_dir, epochs)
     device = resolve_device(config.train.device, config.train.threads)
     rng = seed_everything(config.train.seed)
     splits = load_splits(config.data, seed=config.train.seed)
@@ -146,8 +145,19 @@ def resume(
     rank, _ = process_rank()
     with (claim(run_dir, False, resume=True) if rank == 0 else contextlib.nullcontext(),
           stop_on_signals() as stop):
-        return _epochs(config, callbacks, splits, tokenizer, encoded, run_dir, device, rng, state,
-                       stop)
+        task = ClassifierTask(config, splits, encoded, device)
+        return _finish(task, config, callbacks, run_dir, rng, state, stop)
+
+
+def resumed_epochs(config: Any, state: ResumeState, run_dir: Path, epochs: int | None) -> None:
+    """--epochs with --resume: extend (or shorten) the run, never to before the interrupted
+    epoch; then check the config."""
+    if epochs is not None:
+        if epochs < state.epoch:
+            raise CheckpointError(f"--epochs {epochs} ends before epoch {state.epoch}, where "
+                                  f"{run_dir} was interrupted; pass --epochs {state.epoch} or more")
+        config.train.epochs = epochs
+    config.validate()
 
 
 def _encode(
@@ -161,159 +171,86 @@ def _encode(
     }
 
 
-def _epochs(
+class ClassifierTask(EpochTask):
+    """The classifier's epochs: cross-entropy on labelled texts, the best model by validation
+    accuracy (ties: lower validation loss), the gradient flow as a diagnostic; with fine-tuning
+    settings, discriminative lrs and gradual unfreezing (:mod:`lstmcli.training.finetune`)."""
+
+    best_keys = ("epoch", "val_accuracy", "val_loss")
+    initial_best = {"epoch": 0, "val_accuracy": -1.0, "val_loss": math.inf}
+
+    def __init__(self, config: Config, splits: DatasetSplits,
+                 encoded: dict[str, list[np.ndarray]], device: torch.device) -> None:
+        super().__init__(SentimentClassifier(config.model).to(device),
+                         np.array([len(ids) for ids in encoded["train"]]))
+        self.config, self.splits, self.encoded, self.device = config, splits, encoded, device
+        self.groups = finetune.layer_groups(self.model)
+        self.train_loss = training_loss(config.train)
+        # Fixed for the whole run, so that the per-epoch curves compare like with like.
+        self.flow_batch = diagnostic_batch(encoded["validation"], splits.validation.labels,
+                                           seed=config.train.seed)
+
+    def optimizer_groups(self) -> list[dict[str, Any]]:
+        return finetune.optimizer_groups(self.model, self.config.train.discriminative_lr)
+
+    def start_epoch(self, epoch: int) -> dict[str, Any]:
+        if not self.config.train.gradual_unfreeze:
+            return {}
+        return {"unfrozen": finetune.unfreeze(self.groups, epoch)}
+
+    def batches(self, index_batches: list[np.ndarray]) -> Iterator[Batch]:
+        labels = self.splits.train.labels
+        for index, ids, lengths, targets in iterate_batches(self.encoded["train"], index_batches,
+                                                            self.device, labels):
+            yield Batch((ids, lengths), targets, int(self.lengths[index].sum()))  # (B, T), (B,)
+
+    def loss(self, output: Tensor, targets: Tensor) -> Tensor:
+        # Training only: validation (measure) stays plain cross-entropy.
+        return self.train_loss(output, targets)
+
+    def measure(self, stats: EpochStats) -> dict[str, Any]:
+        val_logits = predict_logits(self.model, self.encoded["validation"], 256, self.device)
+        val_labels = self.splits.validation.labels
+        return {
+            "train_loss": stats.loss,
+            "train_accuracy": stats.accuracy,
+            "val_loss": float(nn.functional.cross_entropy(val_logits,
+                                                          torch.as_tensor(val_labels))),
+            "val_accuracy": accuracy(val_logits, val_labels),
+        }
+
+    def diagnose(self) -> dict[str, Any]:
+        return _flow_columns(measure_flow(self.model, *self.flow_batch).to_dict())
+
+    def improved(self, row: dict[str, Any], best: dict[str, Any]) -> bool:
+        return (row["val_accuracy"], -row["val_loss"]) > (best["val_accuracy"],
+                                                          -best["val_loss"])
+
+    def save(self, run_dir: Path, best: dict[str, Any]) -> None:
+        save_checkpoint(run_dir, self.model, self.config, self.splits.label_names,
+                        {"best": best})
+
+
+def _finish(
+    task: ClassifierTask,
     config: Config,
     callbacks: Callbacks,
-    splits: DatasetSplits,
-    tokenizer: Tokenizer,
-    encoded: dict[str, list[np.ndarray]],
     run_dir: Path,
-    device: torch.device,
     rng: np.random.Generator,
     start: ResumeState | None,
     stop: StopFlag,
 ) -> TrainResult:
-    """The epochs of a run whose directory is claimed (from ``start`` when resuming); writes the
-    run as it goes and stops cleanly when ``stop`` is raised."""
-    rank, world_size = process_rank()
-    model = SentimentClassifier(config.model).to(device)
-    optimizer = make_optimizer(model, config.train)
-    diagnostics = config.train.diagnostics
-    monitor = (GradientMonitor if diagnostics else NormMonitor)(model, config.train.clip_norm)
-    train_cfg = config.train
-    schedule = Schedule(train_cfg.lr_schedule, train_cfg.lr, train_cfg.epochs,
-                        train_cfg.warmup_epochs, train_cfg.patience)
-    if start:
-        schedule.load_state(start.schedule)
-    stopped_epoch: int | None = None
-    trainer = Trainer(model, optimizer, training_loss(config.train), monitor, callbacks, stop)
-    # Fixed for the whole run, so that the per-epoch curves compare like with like.
-    flow_batch = diagnostic_batch(encoded["validation"], splits.validation.labels,
-                                  seed=config.train.seed)
-    best: dict[str, Any] = {"epoch": 0, "val_accuracy": -1.0, "val_loss": math.inf}
-    history: list[dict[str, Any]] = []
-    first_epoch = start.epoch if start else 1
-    if start:
-        best, history = dict(start.best), [dict(row) for row in start.history]
-    if rank == 0:
-        if not start:
-            tokenizer.save(run_dir / TOKENIZER_FILE)
-        # The history so far (none for a fresh run), so that every epoch is in it once; the
-        # rename replaces a link planted there instead of following it.
-        lines = "".join(dumps(row) + "\n" for row in history).encode("utf-8")
-        atomic_write(run_dir / METRICS_FILE, lambda handle: handle.write(lines))
-    callbacks.on_start(_start_info(config, splits, run_dir, device, model))
-
-    train_labels = splits.train.labels
-    train_lengths = np.array([len(ids) for ids in encoded["train"]])
-    if start:
-        restore(start, model, optimizer, monitor)  # last: building the model drew from torch's RNG
-    for epoch in range(first_epoch, config.train.epochs + 1):
-        started = time.perf_counter()
-        resumed = start is not None and epoch == start.epoch
-        if resumed:
-            rng.bit_generator.state = start.epoch_rng  # the same batch order as before the stop
-        epoch_rng = rng.bit_generator.state
-        if not resumed:
-            monitor.start_epoch()
-        progress = start.progress if start and resumed else EpochProgress()
-        lr = schedule.lr(epoch)  # set even on resume: optimizer.param_groups are not restored
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        if stop():  # a signal between epochs (during validation): stop before drawing batches
-            _interrupt(run_dir, model, optimizer, monitor, stop, rank, ResumeState(
-                epoch, progress, epoch_rng, best, history, config.to_dict(), None, {}, {},
-                schedule.state()))
-        batches = shard(bucket_batches(train_lengths, config.train.batch_size, rng),
-                        rank, world_size)
-        try:
-            stats = trainer.train_epoch(
-                _batches(encoded["train"], batches[progress.step:], train_labels, train_lengths,
-                         device),
-                epoch, len(batches), progress)
-        except Stopped as stopped:
-            _interrupt(run_dir, model, optimizer, monitor, stop, rank, ResumeState(
-                epoch, stopped.progress, epoch_rng, best, history, config.to_dict(), None, {}, {},
-                schedule.state()))
-        except Diverged as error:
-            kept = (f"the best checkpoint so far (epoch {best['epoch']}) in {run_dir} is intact"
-                    if best["epoch"] else "no checkpoint was written yet")
-            raise TrainingDiverged(f"{error}; {kept}; lower --lr or set --clip-norm") from None
-
-        val_logits = predict_logits(model, encoded["validation"], 256, device)
-        val_labels = torch.as_tensor(splits.validation.labels)
-        gradients = monitor.epoch_summary()
-        row = {
-            "epoch": epoch,
-            "lr": lr,
-            "train_loss": stats.loss,
-            "train_accuracy": stats.accuracy,
-            "val_loss": float(nn.functional.cross_entropy(val_logits, val_labels)),
-            "val_accuracy": accuracy(val_logits, splits.validation.labels),
-            "grad_norm_mean": gradients.pop("grad_norm_mean"),
-            "grad_norm_max": gradients.pop("grad_norm_max"),
-            "clipped_fraction": gradients.pop("clipped_fraction"),
-            "steps": gradients.pop("steps"),
-            "train_seconds": stats.seconds,
-            # Training steps only: validation and the flow measurement are not throughput.
-            "tokens_per_second": stats.tokens_per_second,
-            **gradients,
-        }
-        if diagnostics:
-            row.update(_flow_columns(measure_flow(model, *flow_batch).to_dict()))
-        row["seconds"] = time.perf_counter() - started
-        improved = (row["val_accuracy"], -row["val_loss"]) > (best["val_accuracy"],
-                                                              -best["val_loss"])
-        row["best"] = improved
-        if schedule.end_epoch(row["val_loss"], improved):
-            stopped_epoch = epoch
-        if improved:
-            best = {key: row[key] for key in ("epoch", "val_accuracy", "val_loss")}
-            if rank == 0:
-                save_checkpoint(run_dir, model, config, splits.label_names, {"best": best})
-        history.append(row)
-        if rank == 0:
-            append_line(run_dir / METRICS_FILE, dumps(row))
-        callbacks.on_epoch_end(row)
-        if stopped_epoch is not None:
-            break
-
+    """The epochs, then the test accuracy of the best checkpoint, once."""
+    info = _start_info(config, task.splits, run_dir, task.device, task.model)
+    epochs = run_epochs(task, config, callbacks, run_dir, rng, start, stop, info)
     test_accuracy = None
-    if rank == 0:
-        test_accuracy = _final_test(run_dir, model, config, splits, encoded, device)
+    if process_rank()[0] == 0:
+        test_accuracy = _final_test(run_dir, task.model, config, task.splits, task.encoded,
+                                    task.device)
         clear_resume(run_dir)
         remember_latest(run_dir)
-    return TrainResult(run_dir, best["epoch"], best["val_accuracy"], test_accuracy, history,
-                       stopped_epoch is not None, stopped_epoch)
-
-
-def _interrupt(
-    run_dir: Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    monitor: GradientMonitor | NormMonitor,
-    stop: StopFlag,
-    rank: int,
-    state: ResumeState,
-) -> None:
-    """Save the resumable state and raise the interrupt, naming the command that resumes."""
-    if rank == 0:
-        save_resume(run_dir, model, optimizer, monitor, state)
-    number = stop.signal_number or signal.SIGINT
-    raise TrainingInterrupted(
-        f"interrupted at epoch {state.epoch}, step {state.progress.step}; resume with: "
-        f"lstm train --resume {shlex.quote(str(run_dir))}", int(number))
-
-
-def _batches(
-    sequences: list[np.ndarray],
-    batches: list[np.ndarray],
-    labels: np.ndarray,
-    lengths: np.ndarray,
-    device: torch.device,
-) -> Iterator[Batch]:
-    for index, ids, lengths_t, targets in iterate_batches(sequences, batches, device, labels):
-        yield Batch((ids, lengths_t), targets, int(lengths[index].sum()))  # (B, T), (B,)
+    return TrainResult(run_dir, epochs.best["epoch"], epochs.best["val_accuracy"], test_accuracy,
+                       epochs.history, epochs.stopped_epoch is not None, epochs.stopped_epoch)
 
 
 def _flow_columns(flow: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,13 @@ The lr of epoch ``e`` (1-based, of ``E``) is set before its first step:
   ``final_div_factor`` 1e4, no momentum cycling) stepped once per epoch over ``E`` steps, its
   rise lasting ``W`` epochs (30% of the run when ``W`` is 0);
 - ``plateau``: ``lr``, halved after every epoch whose validation loss is no lower than the best
-  so far (a patience of 1 epoch).
+  so far (a patience of 1 epoch);
+- ``slanted``: the slanted triangular lr of ULMFiT (Howard & Ruder 2018, eq. 3), set before every
+  optimiser step rather than every epoch: over ``T`` steps in all, ``cut = floor(T * cut_frac)``,
+  ``p = t / cut`` while ``t < cut``, else ``1 - (t - cut) / (cut * (1 / cut_frac - 1))``, and
+  ``lr_t = lr * (1 + p * (ratio - 1)) / ratio``, with ``cut_frac`` 0.1, ``ratio`` 32 and ``t``
+  the steps done before this one (0 for the first). A short rise to ``lr``, then a long linear
+  decay to ``lr / ratio``. It is a function of the step alone, so a resumed run sets the same lr.
 
 Everything that changes during a run (the plateau's best loss and scale, the epochs without
 improvement that early stopping counts) is in :meth:`Schedule.state`, which the resumable state
@@ -29,6 +35,7 @@ __all__ = ["LR_SCHEDULES", "Schedule", "ScheduleState"]
 
 ONECYCLE_DIV, ONECYCLE_FINAL_DIV, ONECYCLE_PCT = 25.0, 1e4, 0.3
 PLATEAU_FACTOR = 0.5
+SLANTED_CUT_FRAC, SLANTED_RATIO = 0.1, 32.0
 
 
 @dataclass
@@ -39,14 +46,38 @@ class ScheduleState:
 
 
 class Schedule:
-    """The lr of each epoch and the early-stopping count of one run."""
+    """The lr of each epoch (or step: ``per_step``) and the early-stopping count of one run."""
 
-    def __init__(self, name: str, lr: float, epochs: int, warmup: int, patience: int) -> None:
+    def __init__(
+        self, name: str, lr: float, epochs: int, warmup: int, patience: int,
+        steps_per_epoch: int = 1,
+    ) -> None:
         self.name, self.base, self.epochs, self.warmup = name, lr, epochs, warmup
         self.patience = patience  # 0: never stop early
+        self.steps_per_epoch = max(steps_per_epoch, 1)
         self.current = ScheduleState()
 
+    @property
+    def per_step(self) -> bool:
+        """Whether the lr changes at every optimiser step (``step_lr``), not once per epoch."""
+        return self.name == "slanted"
+
+    def step_lr(self, epoch: int, step: int) -> float:
+        """The lr of optimiser step ``step`` (1-based) of epoch ``epoch`` (1-based)."""
+        if not self.per_step:
+            return self.lr(epoch)
+        total = self.epochs * self.steps_per_epoch
+        t = (epoch - 1) * self.steps_per_epoch + step - 1
+        cut = max(math.floor(total * SLANTED_CUT_FRAC), 1)
+        p = t / cut if t < cut else 1 - (t - cut) / (cut * (1 / SLANTED_CUT_FRAC - 1))
+        # Clamped: with few steps in all, flooring cut makes the decay reach 0 before the last
+        # step and go on below it; and --resume --epochs can shorten a run past its own end.
+        p = min(max(p, 0.0), 1.0)
+        return self.base * (1 + p * (SLANTED_RATIO - 1)) / SLANTED_RATIO
+
     def lr(self, epoch: int) -> float:
+        if self.per_step:
+            return self.step_lr(epoch, 1)  # the lr the epoch starts with
         if self.name == "onecycle":
             return self._onecycle(epoch - 1)
         warm = min(1.0, epoch / self.warmup) if self.warmup else 1.0

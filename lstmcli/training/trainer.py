@@ -4,8 +4,8 @@ The trainer sees a module, an optimiser, a loss function and batches of ``(input
 knows nothing of cells, tokenizers, run directories or validation. What happens to the gradient
 between ``backward`` and the optimiser step (measuring, clipping, recording) is a
 :class:`GradientHook`; what a front end shows is :class:`~lstmcli.training.callbacks.Callbacks`.
-`lstm train` (:mod:`lstmcli.training.run`) and the long-range task of `lstm diagnose` both train
-through it.
+`lstm train` (:mod:`lstmcli.training.run`), `lstm pretrain` (:mod:`lstmcli.training.pretrain`)
+and the long-range task of `lstm diagnose` all train through it.
 """
 
 from __future__ import annotations
@@ -120,6 +120,8 @@ class Trainer:
         gradients: GradientHook | None = None,
         callbacks: Callbacks | None = None,
         should_stop: Callable[[], bool] | None = None,
+        before_step: Callable[[int, int], None] | None = None,
+        measure_accuracy: bool = True,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
@@ -128,6 +130,11 @@ class Trainer:
         self.callbacks = callbacks or Callbacks()
         # Asked after every optimiser step, so that an interrupt never splits one.
         self.should_stop = should_stop or (lambda: False)
+        # before_step(epoch, step) before each step's forward pass: a per-step lr schedule.
+        self.before_step = before_step
+        # False where the model's output is no logits to take an argmax of (a language model's
+        # features for its adaptive softmax): the accuracy stays 0.
+        self.measure_accuracy = measure_accuracy
 
     def train_epoch(
         self,
@@ -145,6 +152,8 @@ class Trainer:
         done = progress or EpochProgress()
         started = time.perf_counter() - done.seconds
         for step, batch in enumerate(batches, start=done.step + 1):
+            if self.before_step is not None:
+                self.before_step(epoch, step)
             logits = self.model(*batch.inputs)  # (B, C) or (B, T, C)
             loss = self.loss_fn(logits, batch.targets)
             self.optimizer.zero_grad(set_to_none=True)
@@ -160,7 +169,8 @@ class Trainer:
             self.gradients.after_update()
             size = batch.targets.shape[0]
             done.loss_sum += value * size
-            done.correct += int((logits.argmax(dim=-1) == batch.targets).sum())
+            if self.measure_accuracy:
+                done.correct += int((logits.argmax(dim=-1) == batch.targets).sum())
             done.seen += size
             done.targets_seen += batch.targets.numel()
             done.tokens += batch.tokens

@@ -1,0 +1,229 @@
+"""The epochs of a run, whatever it trains: the classifier of `lstm train`
+(:mod:`lstmcli.training.run`) and the language model of `lstm pretrain`
+(:mod:`lstmcli.training.pretrain`) differ only in what an :class:`EpochTask` says.
+
+Shared here: the optimiser (Adam or AdamW, with the task's parameter groups, each at its own
+share of the lr), the lr schedule (per epoch, or per step for ``slanted``), gradient clipping and
+statistics (:mod:`lstmcli.training.monitor`), length-bucketed batches sharded by rank, the
+epoch's row of metrics.jsonl, the best checkpoint, early stopping, and SIGINT/SIGTERM: the step
+in progress ends, the resumable state is saved (:mod:`lstmcli.training.resume`) and a resumed run
+continues exactly. Only rank 0 writes files."""
+
+from __future__ import annotations
+
+import math
+import shlex
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from lstmcli.atomic import atomic_write
+from lstmcli.config import Config, PretrainConfig
+from lstmcli.data.batching import bucket_batches, shard
+from lstmcli.device import process_rank
+from lstmcli.errors import TrainingDiverged, TrainingInterrupted
+from lstmcli.jsonout import dumps
+from lstmcli.rundir import append_line
+from lstmcli.runs import METRICS_FILE
+from lstmcli.training.callbacks import Callbacks
+from lstmcli.training.monitor import GradientMonitor, NormMonitor
+from lstmcli.training.optim import make_optimizer
+from lstmcli.training.resume import ResumeState, StopFlag, restore, save_resume
+from lstmcli.training.schedule import Schedule
+from lstmcli.training.trainer import Batch, Diverged, EpochProgress, EpochStats, Stopped, Trainer
+
+
+class EpochTask:
+    """What one kind of run trains and how an epoch of it is judged; :func:`run_epochs` does the
+    rest. ``model`` is built (on its device) before the task is, and ``lengths`` (N,) are the
+    training sequences' lengths, which the batches are bucketed by."""
+
+    command = "train"  # the command whose --resume continues the run
+    measure_accuracy = True  # whether the trainer counts argmax hits (logits) or not
+    best_keys: tuple[str, ...] = ("epoch", "val_loss")
+    initial_best: dict[str, Any] = {"epoch": 0, "val_loss": math.inf}
+
+    def __init__(self, model: nn.Module, lengths: np.ndarray) -> None:
+        self.model = model
+        self.lengths = lengths
+
+    def optimizer_groups(self) -> list[dict[str, Any]]:
+        """The optimiser's parameter groups, each with an ``lr_scale`` (its share of the lr)."""
+        return [{"params": list(self.model.parameters()), "name": "all", "lr_scale": 1.0}]
+
+    def start_epoch(self, epoch: int) -> dict[str, Any]:
+        """Before the epoch's batches (also when resuming into it); returns extra row columns."""
+        return {}
+
+    def batches(self, index_batches: list[np.ndarray]) -> Iterator[Batch]:
+        raise NotImplementedError
+
+    def loss(self, output: Tensor, targets: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def measure(self, stats: EpochStats) -> dict[str, Any]:
+        """The epoch's training and validation figures (train_loss and val_loss among them)."""
+        raise NotImplementedError
+
+    def diagnose(self) -> dict[str, Any]:
+        """Diagnostics measured after the epoch when --diagnostics is on (beyond the gradients)."""
+        return {}
+
+    def improved(self, row: dict[str, Any], best: dict[str, Any]) -> bool:
+        return row["val_loss"] < best["val_loss"]
+
+    def save(self, run_dir: Path, best: dict[str, Any]) -> None:
+        """Write the checkpoint of the model as it is now, the best so far."""
+        raise NotImplementedError
+
+
+@dataclass
+class Epochs:
+    """What the epochs of a run came to."""
+
+    best: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    stopped_epoch: int | None = None  # where --patience ended the run
+
+
+def run_epochs(
+    task: EpochTask,
+    config: Config | PretrainConfig,
+    callbacks: Callbacks,
+    run_dir: Path,
+    rng: np.random.Generator,
+    start: ResumeState | None,
+    stop: StopFlag,
+    info: dict[str, Any],
+) -> Epochs:
+    """The epochs of a run whose directory is claimed (from ``start`` when resuming); writes the
+    run as it goes and stops cleanly when ``stop`` is raised. ``info`` is what the front end
+    hears before the first epoch."""
+    rank, world_size = process_rank()
+    model, train_cfg = task.model, config.train
+    optimizer = make_optimizer(task.optimizer_groups(), train_cfg)
+    # Before any freezing: the monitor keeps every parameter (a frozen one's gradient is zero).
+    monitor = (GradientMonitor if train_cfg.diagnostics else NormMonitor)(model,
+                                                                        train_cfg.clip_norm)
+    # Deterministic: the shuffled bucketing gives every epoch the same number of batches.
+    steps = len(shard(bucket_batches(task.lengths, train_cfg.batch_size), rank, world_size))
+    schedule = Schedule(train_cfg.lr_schedule, train_cfg.lr, train_cfg.epochs,
+                        train_cfg.warmup_epochs, train_cfg.patience, steps)
+    if start:
+        schedule.load_state(start.schedule)
+
+    def set_lr(lr: float) -> None:
+        for group in optimizer.param_groups:
+            group["lr"] = lr * group["lr_scale"]
+
+    per_step = (lambda epoch, step: set_lr(schedule.step_lr(epoch, step))) \
+        if schedule.per_step else None
+    trainer = Trainer(model, optimizer, task.loss, monitor, callbacks, stop, per_step,
+                      task.measure_accuracy)
+    best, history = dict(task.initial_best), []
+    first_epoch = start.epoch if start else 1
+    if start:
+        best, history = dict(start.best), [dict(row) for row in start.history]
+    if rank == 0:
+        # The history so far (none for a fresh run), so that every epoch is in it once; the
+        # rename replaces a link planted there instead of following it.
+        lines = "".join(dumps(row) + "\n" for row in history).encode("utf-8")
+        atomic_write(run_dir / METRICS_FILE, lambda handle: handle.write(lines))
+    callbacks.on_start(info)
+    if start:
+        restore(start, model, optimizer, monitor)  # last: building the model drew from torch's RNG
+
+    stopped_epoch: int | None = None
+    for epoch in range(first_epoch, train_cfg.epochs + 1):
+        started = time.perf_counter()
+        resumed = start is not None and epoch == start.epoch
+        if resumed:
+            rng.bit_generator.state = start.epoch_rng  # the same batch order as before the stop
+        epoch_rng = rng.bit_generator.state
+        if not resumed:
+            monitor.start_epoch()
+        progress = start.progress if start and resumed else EpochProgress()
+        lr = schedule.lr(epoch)  # set even on resume: optimizer.param_groups are not restored
+        set_lr(lr)
+        extra = task.start_epoch(epoch)
+        if stop():  # a signal between epochs (during validation): stop before drawing batches
+            _interrupt(run_dir, model, optimizer, monitor, stop, rank, ResumeState(
+                epoch, progress, epoch_rng, best, history, config.to_dict(), None, {}, {},
+                schedule.state(), task.command))
+        batches = shard(bucket_batches(task.lengths, train_cfg.batch_size, rng), rank,
+                        world_size)
+        try:
+            stats = trainer.train_epoch(task.batches(batches[progress.step:]), epoch,
+                                        len(batches), progress)
+        except Stopped as stopped:
+            _interrupt(run_dir, model, optimizer, monitor, stop, rank, ResumeState(
+                epoch, stopped.progress, epoch_rng, best, history, config.to_dict(), None, {}, {},
+                schedule.state(), task.command))
+        except Diverged as error:
+            kept = (f"the best checkpoint so far (epoch {best['epoch']}) in {run_dir} is intact"
+                    if best["epoch"] else "no checkpoint was written yet")
+            raise TrainingDiverged(f"{error}; {kept}; lower --lr or set --clip-norm") from None
+
+        if schedule.per_step:  # the lr the epoch ended with
+            lr = schedule.step_lr(epoch, len(batches))
+        gradients = monitor.epoch_summary()
+        row = {
+            "epoch": epoch,
+            "lr": lr,
+            **task.measure(stats),
+            "grad_norm_mean": gradients.pop("grad_norm_mean"),
+            "grad_norm_max": gradients.pop("grad_norm_max"),
+            "clipped_fraction": gradients.pop("clipped_fraction"),
+            "steps": gradients.pop("steps"),
+            "train_seconds": stats.seconds,
+            # Training steps only: validation and the diagnostics are not throughput.
+            "tokens_per_second": stats.tokens_per_second,
+            **gradients,
+            **extra,
+        }
+        if len(optimizer.param_groups) > 1:
+            row["lr_groups"] = {group["name"]: lr * group["lr_scale"]
+                                for group in optimizer.param_groups}
+        if train_cfg.diagnostics:
+            row.update(task.diagnose())
+        row["seconds"] = time.perf_counter() - started
+        improved = task.improved(row, best)
+        row["best"] = improved
+        if schedule.end_epoch(row["val_loss"], improved):
+            stopped_epoch = epoch
+        if improved:
+            best = {key: row[key] for key in task.best_keys}
+            if rank == 0:
+                task.save(run_dir, best)
+        history.append(row)
+        if rank == 0:
+            append_line(run_dir / METRICS_FILE, dumps(row))
+        callbacks.on_epoch_end(row)
+        if stopped_epoch is not None:
+            break
+    return Epochs(best, history, stopped_epoch)
+
+
+def _interrupt(
+    run_dir: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    monitor: GradientMonitor | NormMonitor,
+    stop: StopFlag,
+    rank: int,
+    state: ResumeState,
+) -> None:
+    """Save the resumable state and raise the interrupt, naming the command that resumes."""
+    if rank == 0:
+        save_resume(run_dir, model, optimizer, monitor, state)
+    number = stop.signal_number or signal.SIGINT
+    raise TrainingInterrupted(
+        f"interrupted at epoch {state.epoch}, step {state.progress.step}; resume with: "
+        f"lstm {state.command} --resume {shlex.quote(str(run_dir))}", int(number))
