@@ -24,6 +24,7 @@ POOLING_CHOICES = ("last", "mean", "max")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 LR_SCHEDULES = ("constant", "cosine", "onecycle", "plateau")  # lstmcli.training.schedule
 ENGINE_CHOICES = ("auto", "numpy", "torch")  # `lstm predict --engine`
+EXPORT_FORMATS = ("onnx", "torchscript")  # `lstm export --format`
 # --engine auto's limit for numpy on the CPU: beyond it torch's import time (seconds) is small
 # beside the work, and torch's fused kernels do each step in one call where numpy makes several.
 NUMPY_MAX_TEXTS = 64

@@ -7,7 +7,13 @@ app of :mod:`lstmcli.cli.common`.
 
 from __future__ import annotations
 
-from lstmcli.cli import catalog, diagnose, inference, train  # noqa: F401  (register commands)
+from lstmcli.cli import (  # noqa: F401  (register commands)
+    catalog,
+    diagnose,
+    export,
+    inference,
+    train,
+)
 from lstmcli.cli.common import app
 
 __all__ = ["app", "main"]
