@@ -31,6 +31,7 @@ LR_SCHEDULES = ("constant", "cosine", "onecycle", "plateau", "slanted")  # train
 DROPOUTS = ("embed_dropout", "input_dropout", "hidden_dropout", "weight_dropout")  # [model]
 MAX_DISCRIMINATIVE_LR = 100.0  # ULMFiT's 2.6 per layer; beyond this lower layers never learn
 ENGINE_CHOICES = ("auto", "numpy", "torch")  # `lstm predict --engine`
+EXPORT_FORMATS = ("onnx", "torchscript")  # `lstm export --format`
 # --engine auto's limit for numpy on the CPU: beyond it torch's import time (seconds) is small
 # beside the work, and torch's fused kernels do each step in one call where numpy makes several.
 NUMPY_MAX_TEXTS = 64

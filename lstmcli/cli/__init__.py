@@ -11,6 +11,7 @@ from lstmcli.cli import (  # noqa: F401  (register commands)
     catalog,
     compare,
     diagnose,
+    export,
     inference,
     pretrain,
     train,

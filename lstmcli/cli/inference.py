@@ -179,6 +179,9 @@ def predict(
         "--engine", choices=lambda: ENGINE_CHOICES, help="numpy runs on the CPU without loading "
         f"torch; auto picks it on the CPU for up to {NUMPY_MAX_TEXTS} texts or stdin, torch "
         "otherwise.")] = "auto",
+    int8: Annotated[bool, typer.Option(
+        "--int8", help="Int8 weight matrices (torch engine, CPU only): probabilities a little "
+        "off; faster for some models and CPUs (see the README).")] = False,
     as_json: Annotated[bool, typer.Option(
         "--json", help="One JSON object per text (text, label, probabilities).")] = False,
     quiet: QuietOpt = False,
@@ -204,7 +207,8 @@ def predict(
     from lstmcli.inference.predictor import STREAM_CHUNK, Predictor, choose_engine
 
     device = resolve_device_name(device)
-    predictor = Predictor.from_run(model, device, choose_engine(engine, device, count))
+    predictor = Predictor.from_run(model, device, choose_engine(engine, device, count, int8),
+                                   int8=int8)
     results = predictor.predict_stream(itertools.chain(head, stream), chunk or STREAM_CHUNK)
     written = 0
     for result in results:

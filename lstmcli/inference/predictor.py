@@ -24,16 +24,25 @@ from lstmcli.errors import ConfigError, DataError
 STREAM_CHUNK = 2048
 
 
-def choose_engine(engine: str, device: str, texts: int | None) -> str:
+def choose_engine(engine: str, device: str, texts: int | None, int8: bool = False) -> str:
     """The engine that will run: "numpy" or "torch". ``device`` is a resolved device name
     ("cpu", "cuda", "cuda:1"); auto picks numpy on the CPU for up to NUMPY_MAX_TEXTS texts, and
     for a stream of unknown length (``texts`` None): counting it would mean waiting for input
-    that a pipeline may send only after it has seen the answers so far."""
+    that a pipeline may send only after it has seen the answers so far. ``int8`` (torch's int8
+    kernels, CPU only) needs torch."""
     if engine not in ENGINE_CHOICES:
         raise ConfigError(
             f"unknown engine {engine!r}; choose one of: {', '.join(ENGINE_CHOICES)}"
         )
     on_cpu = device == "cpu"
+    if int8:
+        if engine == "numpy":
+            raise ConfigError("--int8 runs on the torch engine (torch's int8 kernels); drop "
+                              "--engine numpy, or drop --int8")
+        if not on_cpu:
+            raise ConfigError(f"--int8 runs on the CPU only, and the device is {device}; pass "
+                              "--device cpu or drop --int8")
+        return "torch"
     if engine == "numpy" and not on_cpu:
         raise ConfigError(f"--engine numpy runs on the CPU only, and the device is {device}; "
                           "pass --device cpu or use --engine torch")
@@ -65,12 +74,21 @@ class Predictor:
 
     @classmethod
     def from_run(
-        cls, model: str | Path | None = None, device: str = "cpu", engine: str = "torch"
+        cls, model: str | Path | None = None, device: str = "cpu", engine: str = "torch",
+        int8: bool = False,
     ) -> Predictor:
-        """Load a run for ``engine`` "torch" or "numpy" (see choose_engine for "auto")."""
+        """Load a run for ``engine`` "torch" or "numpy" (see choose_engine for "auto");
+        ``int8``: the torch model with int8 weight matrices (:mod:`lstmcli.nn.int8`), on CPU."""
         from lstmcli.runs import load_run
 
-        return cls(load_run(model, device, engine), device, engine)
+        if int8:
+            choose_engine(engine, device, None, int8=True)  # torch on the CPU, or one line
+        run = load_run(model, device, engine)
+        if int8:
+            from lstmcli.nn.int8 import int8_classifier
+
+            run.model = int8_classifier(run.model)
+        return cls(run, device, engine)
 
     @property
     def run_dir(self) -> Path:
