@@ -372,3 +372,9 @@ def test_the_readme_tokenizer_is_lstmclis(served):
              "movie " * 60]
     for text, ids in zip(texts, tokenizer.encode(texts, 40), strict=True):
         assert encode(text) == ids.tolist(), text
+    # A run that keeps a long text's head and tail: the script reads the sidecar's truncation.
+    long_text = " ".join(f"word{i}" for i in range(100)) + " great"
+    for truncation in ("tail", "both"):
+        namespace["meta"]["truncation"] = truncation
+        expected = tokenizer.encode([long_text], 40, truncation=truncation)[0].tolist()
+        assert encode(long_text) == expected, truncation

@@ -160,8 +160,11 @@ def describe(run: LoadedRun, output: Path, fmt: str, int8: bool, opset: int | No
             "split into runs of word characters and runs of other non-space characters "
             "(regex \\w+|[^\\w\\s]+)",
             "map each piece through the tokenizer's vocabulary, unknown pieces to unk_id",
-            "a text without pieces is [unk_id]; keep the first max_len ids",
+            "a text without pieces is [unk_id]; a text longer than max_len keeps the ids "
+            "truncation names: head, the first max_len; tail, the last max_len; both, the "
+            "first max_len // 2 and the last max_len - max_len // 2",
         ],
+        "truncation": run.config.data.truncation,
         "cell": model.cell,
         "layers": model.layers,
         "bidirectional": model.bidirectional,

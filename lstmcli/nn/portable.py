@@ -242,13 +242,19 @@ class PortableClassifier(nn.Module):
                 outputs.append(out)
                 finals.append(final)
             x = torch.cat(outputs, dim=-1)  # (B, T, D*H)
+        last = torch.cat(finals, dim=-1)  # (B, D*H)
+        mean = x.sum(dim=1) / lengths.unsqueeze(1).to(x.dtype)  # (B, D*H)
+        mask = length_mask(lengths, ids.size(1)).unsqueeze(-1)  # (B, T, 1)
+        peak = x.masked_fill(~mask, float("-inf")).amax(dim=1)  # (B, D*H)
+        # A plain branch on a constant: the tracer records only the pooling taken.
         if self.pooling == "last":
-            features = torch.cat(finals, dim=-1)  # (B, D*H)
+            features = last
         elif self.pooling == "mean":
-            features = x.sum(dim=1) / lengths.unsqueeze(1).to(x.dtype)  # (B, D*H)
-        else:
-            mask = length_mask(lengths, ids.size(1)).unsqueeze(-1)  # (B, T, 1)
-            features = x.masked_fill(~mask, float("-inf")).amax(dim=1)  # (B, D*H)
+            features = mean
+        elif self.pooling == "max":
+            features = peak
+        else:  # concat, as SentimentClassifier.features: [last, max, mean]
+            features = torch.cat([last, peak, mean], dim=-1)  # (B, 3*D*H)
         return self.classifier(features)  # (B, C)
 
 
