@@ -121,7 +121,22 @@ HiddenSizeOpt = Annotated[int | None, typer.Option(
 EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="\\[default: 10]")]
 BatchSizeOpt = Annotated[int | None, typer.Option("--batch-size", help="\\[default: 32]")]
 LrOpt = Annotated[float | None, typer.Option(
-    "--lr", help="Adam learning rate. \\[default: 0.003]")]
+    "--lr", help="Learning rate. \\[default: 0.003]")]
+# The regularisers of [model] and the optimiser of [train] (lstmcli.nn.dropout,
+# lstmcli.training.optim): `lstm train` and `lstm pretrain` take them alike.
+EmbedDropoutOpt = Annotated[float | None, typer.Option(
+    "--embed-dropout", help="Drop whole words of the vocabulary per batch (AWD-LSTM's "
+    "dropoute). \\[default: 0.0]")]
+InputDropoutOpt = Annotated[float | None, typer.Option(
+    "--input-dropout", help="Locked dropout on the embedded text: one mask per text, the "
+    "same at every step. \\[default: 0.0]")]
+HiddenDropoutOpt = Annotated[float | None, typer.Option(
+    "--hidden-dropout", help="Locked dropout between stacked layers (needs --layers 2 or "
+    "more). \\[default: 0.0]")]
+WeightDropoutOpt = Annotated[float | None, typer.Option(
+    "--weight-dropout", help="DropConnect on the recurrent weights W_hh, a fresh mask per "
+    "batch (AWD-LSTM's weight drop). \\[default: 0.0]")]
+
 ThreadsOpt = Annotated[int | None, typer.Option(
     "--threads", help="CPU threads for torch. \\[default: the CPUs this process may use "
     "(affinity and cgroup quota)]")]
@@ -151,6 +166,17 @@ def device_option(default_help: str = "") -> Any:
 
     return choice_option("--device", choices=lambda: DEVICE_CHOICES,
                          help=f"Where the model runs.{default_help}")
+
+
+def _optimizer_choices() -> tuple[str, ...]:
+    from lstmcli.config import OPTIMIZER_CHOICES
+
+    return OPTIMIZER_CHOICES
+
+
+OptimizerOpt = Annotated[str | None, choice_option(
+    "--optimizer", choices=_optimizer_choices, help="adamw decouples the weight decay from the "
+    "adaptive step. \\[default: adam]")]
 
 
 QuietOpt = Annotated[bool, typer.Option(

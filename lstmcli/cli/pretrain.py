@@ -10,9 +10,14 @@ import typer
 
 from lstmcli.cli.common import (
     DataDirOpt,
+    EmbedDropoutOpt,
+    HiddenDropoutOpt,
+    InputDropoutOpt,
     JsonOpt,
+    OptimizerOpt,
     QuietOpt,
     TextColumnOpt,
+    WeightDropoutOpt,
     app,
     choice_option,
     device_option,
@@ -77,13 +82,19 @@ def pretrain(
     gate_bias: Annotated[float | None, typer.Option(
         "--gate-bias", help="Initial bias of the memory gate (see `lstm train`). \\[default: "
         "the cell's own]")] = None,
+    embed_dropout: EmbedDropoutOpt = None,
+    input_dropout: InputDropoutOpt = None,
+    hidden_dropout: HiddenDropoutOpt = None,
+    weight_dropout: WeightDropoutOpt = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="\\[default: 10]")] = None,
     batch_size: Annotated[int | None, typer.Option(
         "--batch-size", help="Windows per batch. \\[default: 32]")] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Adam learning rate. \\[default: 0.003]")]
+    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate. \\[default: 0.003]")]
     = None,
+    optimizer: OptimizerOpt = None,
     weight_decay: Annotated[float | None, typer.Option(
-        "--weight-decay", help="Adam weight decay. \\[default: 0.0]")] = None,
+        "--weight-decay", help="Weight decay (L2 for adam, decoupled for adamw). "
+        "\\[default: 0.0]")] = None,
     clip_norm: Annotated[float | None, typer.Option(
         "--clip-norm", help="Clip the global gradient norm to this; 0 disables. \\[default: 5.0]")]
     = None,
@@ -135,14 +146,16 @@ def pretrain(
     config: PretrainConfig = load_config(config_file, PretrainConfig)
     apply_overrides(config.model, dict(
         cell=cell, embed_dim=embed_dim, hidden_size=hidden_size, layers=layers,
-        bidirectional=bidirectional, dropout=dropout, gate_bias=gate_bias))
+        bidirectional=bidirectional, dropout=dropout, gate_bias=gate_bias,
+        embed_dropout=embed_dropout, input_dropout=input_dropout, hidden_dropout=hidden_dropout,
+        weight_dropout=weight_dropout))
     split_names = None if splits is None else [s.strip() for s in splits.split(",") if s.strip()]
     apply_overrides(config.data, dict(
         dataset=dataset, data_dir=data_dir, splits=split_names, text_files=text_files,
         text_column=text_column, max_texts=max_texts, val_fraction=val_fraction, bptt=bptt,
         vocab_size=vocab_size, min_freq=min_freq))
     apply_overrides(config.train, dict(
-        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+        epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, weight_decay=weight_decay,
         clip_norm=clip_norm, seed=seed, device=device, output=output, threads=threads,
         diagnostics=diagnostics, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
         patience=patience))

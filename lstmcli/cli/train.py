@@ -15,17 +15,22 @@ from lstmcli.cli.common import (
     DatasetOpt,
     DiagnosticsOpt,
     EmbedDimOpt,
+    EmbedDropoutOpt,
     EpochsOpt,
+    HiddenDropoutOpt,
     HiddenSizeOpt,
+    InputDropoutOpt,
     JsonOpt,
     LabelColumnOpt,
     LrOpt,
     MaxEvalOpt,
     MaxTrainOpt,
+    OptimizerOpt,
     QuietOpt,
     TextColumnOpt,
     ThreadsOpt,
     ThresholdOpt,
+    WeightDropoutOpt,
     app,
     choice_option,
     device_option,
@@ -37,7 +42,6 @@ from lstmcli.cli.common import (
 )
 from lstmcli.config import (
     LR_SCHEDULES,
-    OPTIMIZER_CHOICES,
     POOLING_CHOICES,
     TRUNCATION_CHOICES,
     apply_overrides,
@@ -96,27 +100,17 @@ def train(
         "--gate-bias", "--forget-bias", help="Initial bias of the memory gate: the forget gate "
         "of the LSTM family, the update gate of the GRU (see `lstm cells`). \\[default: the "
         "cell's own: 1.0 for forget gates, torch's initialisation otherwise]")] = None,
-    embed_dropout: Annotated[float | None, typer.Option(
-        "--embed-dropout", help="Drop whole words of the vocabulary per batch (AWD-LSTM's "
-        "dropoute). \\[default: 0.0]")] = None,
-    input_dropout: Annotated[float | None, typer.Option(
-        "--input-dropout", help="Locked dropout on the embedded text: one mask per text, the "
-        "same at every step. \\[default: 0.0]")] = None,
-    hidden_dropout: Annotated[float | None, typer.Option(
-        "--hidden-dropout", help="Locked dropout between stacked layers (needs --layers 2 or "
-        "more). \\[default: 0.0]")] = None,
-    weight_dropout: Annotated[float | None, typer.Option(
-        "--weight-dropout", help="DropConnect on the recurrent weights W_hh, a fresh mask per "
-        "batch (AWD-LSTM's weight drop). \\[default: 0.0]")] = None,
+    embed_dropout: EmbedDropoutOpt = None,
+    input_dropout: InputDropoutOpt = None,
+    hidden_dropout: HiddenDropoutOpt = None,
+    weight_dropout: WeightDropoutOpt = None,
     pooling: Annotated[str | None, choice_option(
         "--pooling", choices=lambda: POOLING_CHOICES, help="How outputs become one vector; "
         "concat joins last, max and mean. \\[default: last]")] = None,
     epochs: EpochsOpt = None,
     batch_size: BatchSizeOpt = None,
     lr: LrOpt = None,
-    optimizer: Annotated[str | None, choice_option(
-        "--optimizer", choices=lambda: OPTIMIZER_CHOICES, help="adamw decouples the weight "
-        "decay from the adaptive step. \\[default: adam]")] = None,
+    optimizer: OptimizerOpt = None,
     weight_decay: Annotated[float | None, typer.Option(
         "--weight-decay", help="Weight decay (L2 for adam, decoupled for adamw). "
         "\\[default: 0.0]")] = None,
