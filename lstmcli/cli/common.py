@@ -140,6 +140,13 @@ WeightDropoutOpt = Annotated[float | None, typer.Option(
 ThreadsOpt = Annotated[int | None, typer.Option(
     "--threads", help="CPU threads for torch. \\[default: the CPUs this process may use "
     "(affinity and cgroup quota)]")]
+WeightDecayOpt = Annotated[float | None, typer.Option(
+    "--weight-decay", help="Weight decay (L2 for adam, decoupled for adamw). \\[default: 0.0]")]
+ClipNormOpt = Annotated[float | None, typer.Option(
+    "--clip-norm", help="Clip the global gradient norm to this; 0 disables. \\[default: 5.0]")]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="\\[default: 0]")]
+OverwriteOpt = Annotated[bool, typer.Option(
+    "--overwrite", help="Replace an existing --output run directory.")]
 DiagnosticsOpt = Annotated[bool | None, typer.Option(
     "--diagnostics/--no-diagnostics", help="Per-step gradient statistics per parameter group "
     "and the per-epoch gradient flow; off for raw speed (the global norm, clipping and the "

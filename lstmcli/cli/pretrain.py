@@ -9,14 +9,20 @@ from typing import Annotated, Any
 import typer
 
 from lstmcli.cli.common import (
+    ClipNormOpt,
     DataDirOpt,
     EmbedDropoutOpt,
     HiddenDropoutOpt,
     InputDropoutOpt,
     JsonOpt,
+    LrOpt,
     OptimizerOpt,
+    OverwriteOpt,
     QuietOpt,
+    SeedOpt,
     TextColumnOpt,
+    ThreadsOpt,
+    WeightDecayOpt,
     WeightDropoutOpt,
     app,
     choice_option,
@@ -89,15 +95,10 @@ def pretrain(
     epochs: Annotated[int | None, typer.Option("--epochs", help="\\[default: 10]")] = None,
     batch_size: Annotated[int | None, typer.Option(
         "--batch-size", help="Windows per batch. \\[default: 32]")] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate. \\[default: 0.003]")]
-    = None,
+    lr: LrOpt = None,
     optimizer: OptimizerOpt = None,
-    weight_decay: Annotated[float | None, typer.Option(
-        "--weight-decay", help="Weight decay (L2 for adam, decoupled for adamw). "
-        "\\[default: 0.0]")] = None,
-    clip_norm: Annotated[float | None, typer.Option(
-        "--clip-norm", help="Clip the global gradient norm to this; 0 disables. \\[default: 5.0]")]
-    = None,
+    weight_decay: WeightDecayOpt = None,
+    clip_norm: ClipNormOpt = None,
     lr_schedule: Annotated[str | None, typer.Option(
         "--lr-schedule", help=f"{'|'.join(LR_SCHEDULES)}, as for `lstm train`. "
         "\\[default: constant]")] = None,
@@ -106,16 +107,13 @@ def pretrain(
     patience: Annotated[int | None, typer.Option(
         "--patience", help="Stop after N epochs without a lower validation perplexity; 0 never. "
         "\\[default: 0]")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="\\[default: 0]")] = None,
+    seed: SeedOpt = None,
     device: Annotated[str | None, device_option(" \\[default: auto]")] = None,
     output: Annotated[str | None, typer.Option(
         "--output", "-o", help="Run directory to write (default: runs/<time>-<cell>-lm, or "
         "$LSTM_RUNS_DIR).")] = None,
-    overwrite: Annotated[bool, typer.Option(
-        "--overwrite", help="Replace an existing --output run directory.")] = False,
-    threads: Annotated[int | None, typer.Option(
-        "--threads", help="CPU threads for torch. \\[default: the CPUs this process may use]")]
-    = None,
+    overwrite: OverwriteOpt = False,
+    threads: ThreadsOpt = None,
     diagnostics: Annotated[bool | None, typer.Option(
         "--diagnostics/--no-diagnostics", help="Per-step gradient statistics per parameter "
         "group; off for raw speed. \\[default: on]")] = None,

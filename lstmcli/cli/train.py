@@ -10,6 +10,7 @@ import typer
 
 from lstmcli.cli.common import (
     BatchSizeOpt,
+    ClipNormOpt,
     ConfigFileOpt,
     DataDirOpt,
     DatasetOpt,
@@ -26,10 +27,13 @@ from lstmcli.cli.common import (
     MaxEvalOpt,
     MaxTrainOpt,
     OptimizerOpt,
+    OverwriteOpt,
     QuietOpt,
+    SeedOpt,
     TextColumnOpt,
     ThreadsOpt,
     ThresholdOpt,
+    WeightDecayOpt,
     WeightDropoutOpt,
     app,
     choice_option,
@@ -111,15 +115,11 @@ def train(
     batch_size: BatchSizeOpt = None,
     lr: LrOpt = None,
     optimizer: OptimizerOpt = None,
-    weight_decay: Annotated[float | None, typer.Option(
-        "--weight-decay", help="Weight decay (L2 for adam, decoupled for adamw). "
-        "\\[default: 0.0]")] = None,
+    weight_decay: WeightDecayOpt = None,
     label_smoothing: Annotated[float | None, typer.Option(
         "--label-smoothing", help="Label smoothing of the training loss; validation loss stays "
         "plain cross-entropy. \\[default: 0.0]")] = None,
-    clip_norm: Annotated[float | None, typer.Option(
-        "--clip-norm", help="Clip the global gradient norm to this; 0 disables. \\[default: 5.0]")]
-    = None,
+    clip_norm: ClipNormOpt = None,
     lr_schedule: Annotated[str | None, typer.Option(
         "--lr-schedule", help=f"{'|'.join(LR_SCHEDULES)}: the lr of each epoch (slanted: of "
         "each step; see README). \\[default: constant]")] = None,
@@ -129,13 +129,12 @@ def train(
     patience: Annotated[int | None, typer.Option(
         "--patience", help="Stop after N epochs without validation improvement; 0 never. "
         "\\[default: 0]")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="\\[default: 0]")] = None,
+    seed: SeedOpt = None,
     device: Annotated[str | None, device_option(" \\[default: auto]")] = None,
     output: Annotated[str | None, typer.Option(
         "--output", "-o", help="Run directory to write (default: runs/<time>-<cell>, or "
         "$LSTM_RUNS_DIR).")] = None,
-    overwrite: Annotated[bool, typer.Option(
-        "--overwrite", help="Replace an existing --output run directory.")] = False,
+    overwrite: OverwriteOpt = False,
     threads: ThreadsOpt = None,
     diagnostics: DiagnosticsOpt = None,
     resume: Annotated[Path | None, typer.Option(

@@ -10,15 +10,15 @@ import torch
 from torch import Tensor, nn
 
 from lstmcli.config import ModelConfig
-from lstmcli.data.batching import PAD_ID, bucket_batches, iterate_batches
-from lstmcli.nn.dropout import EmbeddingDropout, LockedDropout
+from lstmcli.data.batching import bucket_batches, iterate_batches
 from lstmcli.nn.layout import feature_size
-from lstmcli.nn.recurrent import RecurrentEncoder, length_mask
+from lstmcli.nn.recurrent import length_mask
+from lstmcli.nn.text_encoder import TextEncoder
 
 PAD_MULTIPLE = 16  # inference batches' steps, see predict_logits
 
 
-class SentimentClassifier(nn.Module):
+class SentimentClassifier(TextEncoder):
     """A recurrent text classifier whose output for a text never depends on its batch-mates.
 
     ``forward(ids, lengths)`` takes right-padded ids (B, T) with PAD_ID = 0 and the true lengths
@@ -29,39 +29,20 @@ class SentimentClassifier(nn.Module):
         max:    max_{t <= T_b} h_t           over real steps only
         concat: [last, max, mean]            ULMFiT's concat pooling (Howard & Ruder 2018)
 
-    In training mode the embedded text goes through embed_dropout (word types) and
-    input_dropout (locked), then ``dropout``; the encoder applies hidden_dropout and
-    weight_dropout (:mod:`lstmcli.nn.dropout`).
+    The embedding, the encoder and their dropouts are
+    :class:`~lstmcli.nn.text_encoder.TextEncoder`'s; ``dropout`` applies once more to the pooled
+    features.
     """
 
     def __init__(self, config: ModelConfig) -> None:
-        super().__init__()
-        config.validate()
-        self.config = config
-        self.embedding = nn.Embedding(config.vocab_size, config.embed_dim, padding_idx=PAD_ID)
-        self.encoder = RecurrentEncoder(
-            config.cell,
-            config.embed_dim,
-            config.hidden_size,
-            layers=config.layers,
-            bidirectional=config.bidirectional,
-            dropout=config.dropout,
-            gate_bias=config.gate_bias,
-            hidden_dropout=config.hidden_dropout,
-            weight_dropout=config.weight_dropout,
-        )
-        self.embed_dropout = EmbeddingDropout(config.embed_dropout, config.vocab_size)
-        self.input_dropout = LockedDropout(config.input_dropout)
-        self.dropout = nn.Dropout(config.dropout)
+        super().__init__(config)
         self.classifier = nn.Linear(feature_size(config), config.num_classes)
 
     def features(
         self, ids: Tensor, lengths: Tensor, observer: Callable[..., None] | None = None
     ) -> Tensor:
         """The pooled representation (B, D*H), (B, 3*D*H) for concat, that the classifier reads."""
-        embedded = self.embed_dropout(ids, self.embedding(ids))  # (B, T, E)
-        embedded = self.dropout(self.input_dropout(embedded))
-        outputs, finals = self.encoder(embedded, lengths, observer)  # (B, T, D*H), (B, D*H)
+        outputs, finals = self.encode(ids, lengths, observer)  # (B, T, D*H), (B, D*H)
         pooling = self.config.pooling
         if pooling == "last":
             return finals

@@ -29,10 +29,9 @@ import torch
 from torch import Tensor, nn
 
 from lstmcli.config import ModelConfig
-from lstmcli.data.batching import PAD_ID
 from lstmcli.errors import ConfigError
-from lstmcli.nn.dropout import EmbeddingDropout, LockedDropout
-from lstmcli.nn.recurrent import RecurrentEncoder, length_mask
+from lstmcli.nn.recurrent import length_mask
+from lstmcli.nn.text_encoder import TextEncoder
 
 CUTOFFS = (2000, 10000)  # word ids: the head's shortlist, then the first tail cluster
 DIV_VALUE = 4.0  # each tail cluster's projection is this much smaller than the last
@@ -53,7 +52,7 @@ def _div_value(features: int, clusters: int) -> float:
     return 1.0
 
 
-class LanguageModel(nn.Module):
+class LanguageModel(TextEncoder):
     """Embedding -> recurrent encoder -> projection -> adaptive softmax.
 
     ``forward(ids, lengths)`` takes right-padded windows (B, T) and their lengths (B,) and returns
@@ -63,29 +62,11 @@ class LanguageModel(nn.Module):
     """
 
     def __init__(self, config: ModelConfig) -> None:
-        super().__init__()
-        config.validate()
         if config.bidirectional and config.layers > 1:
             raise ConfigError("a bidirectional language model with more than one layer would let "
                               "the forward direction of layer 2 see the future; pass --layers 1 "
                               "or --unidirectional")
-        self.config = config
-        self.embedding = nn.Embedding(config.vocab_size, config.embed_dim, padding_idx=PAD_ID)
-        self.encoder = RecurrentEncoder(
-            config.cell,
-            config.embed_dim,
-            config.hidden_size,
-            layers=config.layers,
-            bidirectional=config.bidirectional,
-            dropout=config.dropout,
-            gate_bias=config.gate_bias,
-            hidden_dropout=config.hidden_dropout,
-            weight_dropout=config.weight_dropout,
-        )
-        # AWD-LSTM's regularisers, as the classifier applies them (lstmcli.nn.dropout).
-        self.embed_dropout = EmbeddingDropout(config.embed_dropout, config.vocab_size)
-        self.input_dropout = LockedDropout(config.input_dropout)
-        self.dropout = nn.Dropout(config.dropout)
+        super().__init__(config)
         # The embedding's size: the output layer then costs what a tied one would.
         self.projection = nn.Linear(config.hidden_size, config.embed_dim)
         cutoffs = adaptive_cutoffs(config.vocab_size)
@@ -96,9 +77,7 @@ class LanguageModel(nn.Module):
     def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
         """Features (N, P) of the predicting positions: forward direction first, then backward."""
         hidden = self.config.hidden_size
-        embedded = self.embed_dropout(ids, self.embedding(ids))  # (B, T, E)
-        embedded = self.dropout(self.input_dropout(embedded))
-        outputs, _ = self.encoder(embedded, lengths)  # (B, T, D*H)
+        outputs, _ = self.encode(ids, lengths)  # (B, T, D*H)
         outputs = self.dropout(outputs)
         predicts = _predicts(ids, lengths)  # (B, T-1): position t+1 is a real token
         # Forward: the output at t (tokens up to t read) predicts token t+1.
