@@ -1,7 +1,8 @@
 """Int8 against float32 prediction of one trained run: reviews/s and accuracy, in one process.
 
-Both models are the same run loaded twice: as `lstm predict` loads it, and as `lstm predict
---int8` loads it (dynamic int8 weight matrices, lstmcli.nn.int8). Both score the same texts,
+Both models are the same run loaded twice: as `lstm predict` loads it, and with torch's dynamic
+int8 weight matrices (lstmcli.nn.int8: what `lstm predict --int8` runs without the `export` extra;
+with it, --int8 runs the onnxruntime int8 graph that --onnx times). Both score the same texts,
 tokenized once, with the same batching (lstmcli.nn.classifier.predict_logits, batches of 256 sorted
 by length): the timed part is the model alone, which is what --int8 changes. Repeats alternate
 between the two models (fp32, int8, then int8, fp32, ...), so a change in the machine's load
@@ -37,6 +38,7 @@ from lstmcli.device import resolve_device, usable_cpus
 from lstmcli.inference.export import export_run
 from lstmcli.inference.predictor import Predictor
 from lstmcli.nn.classifier import PAD_MULTIPLE, predict_logits
+from lstmcli.nn.int8 import int8_classifier
 
 DEFAULT_SPLIT = {"sst2": "validation"}  # GLUE's SST-2 test split has no labels
 Model = Callable[[Sequence[np.ndarray]], np.ndarray]  # token ids -> logits (N, C)
@@ -81,7 +83,8 @@ def main() -> None:
     parser.add_argument("--onnx", action="store_true", help="also the exported ONNX files")
     args = parser.parse_args()
     fp32 = Predictor.from_run(args.model, "cpu", "torch")
-    int8 = Predictor.from_run(args.model, "cpu", "torch", int8=True)
+    int8 = Predictor.from_run(args.model, "cpu", "torch")
+    int8.run.model = int8_classifier(int8.run.model)  # torch's int8, whatever is installed
     # After loading, which fits the threads to the machine's load at that instant.
     resolve_device("cpu", args.threads)  # denormals flushed, as `lstm predict`
     run = fp32.run
@@ -91,7 +94,7 @@ def main() -> None:
     split = args.split or DEFAULT_SPLIT.get(args.dataset, "test")
     rows = load_eval_rows(data, split, fp32.label_names, seed=run.config.train.seed).rows
     labels = np.asarray(rows.labels)
-    ids = run.tokenizer.encode(rows.texts, run.config.data.max_len)
+    ids = run.tokenizer.encode(rows.texts, run.config.data.max_len, run.config.data.truncation)
 
     models = {"fp32": torch_model(fp32.run.model), "int8": torch_model(int8.run.model)}
     scratch = tempfile.TemporaryDirectory()

@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import io
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -22,6 +23,8 @@ from lstmcli.cli import app
 from lstmcli.config import POOLING_CHOICES, Config, ModelConfig
 from lstmcli.data.batching import pad_arrays
 from lstmcli.data.tokenizer import Tokenizer
+from lstmcli.inference import export as export_module
+from lstmcli.inference import onnx_int8
 from lstmcli.inference.export import FORMATS, export_run, load_exported
 from lstmcli.inference.predictor import Predictor, choose_engine
 from lstmcli.nn.cells import Cell, Ops, State, cell_names, register_cell, unregister_cell
@@ -171,9 +174,12 @@ def test_int8_export_is_int8_and_agrees(cell, fmt, tmp_path):
 
 
 @pytest.mark.parametrize("cell", cell_names())
-def test_predict_int8_quantizes_every_cell_and_agrees(cell, tmp_path):
+def test_predict_int8_quantizes_every_cell_and_agrees(cell, tmp_path, monkeypatch):
+    # torch's int8 path: what --int8 runs without the export extra.
+    monkeypatch.setattr(onnx_int8, "available", lambda: False)
     run = save_random_run(tmp_path / "run", cell=cell, bidirectional=True, pooling="mean")
     predictor = Predictor.from_run(run, int8=True)
+    assert predictor.engine == "torch"
     modules = list(predictor.run.model.modules())
     quantized = [m for m in modules if "quantized" in type(m).__module__]
     float_layers = [m for m in modules if type(m) in (torch.nn.Linear, torch.nn.LSTM,
@@ -185,6 +191,33 @@ def test_predict_int8_quantizes_every_cell_and_agrees(cell, tmp_path):
     assert (int8.argmax(axis=1) == fp32.argmax(axis=1)).mean() >= 0.8
     assert np.abs(int8 - fp32).max() < 0.2
 
+    result = invoke("predict", "--model", str(run), "--int8", *TEXTS[:3])
+    assert result.exit_code == 0, result.output
+    assert len(result.output.splitlines()) == 3
+
+
+@pytest.mark.parametrize("cell", cell_names())
+def test_predict_int8_runs_the_onnx_int8_graph_cached_outside_the_run(cell, tmp_path,
+                                                                     monkeypatch):
+    needs("onnx")
+    run = save_random_run(tmp_path / "run", cell=cell, bidirectional=True, pooling="concat")
+    before = {path.name: path.read_bytes() for path in run.iterdir()}
+    predictor = Predictor.from_run(run, int8=True)
+    assert predictor.engine == "onnx-int8"
+    texts = TEXTS + CORPUS[:31]
+    int8 = predictor.probabilities(texts)
+    fp32 = Predictor.from_run(run).probabilities(texts)
+    assert int8.shape == fp32.shape and np.allclose(int8.sum(axis=1), 1, atol=1e-5)
+    assert (int8.argmax(axis=1) == fp32.argmax(axis=1)).mean() >= 0.8
+    assert np.abs(int8 - fp32).max() < 0.2
+    # The graph went to the cache, keyed by the weights; the run directory is untouched.
+    cached = list((Path(os.environ["LSTM_CACHE_DIR"]) / "int8").glob("*.onnx"))
+    assert len(cached) == 1
+    assert {path.name: path.read_bytes() for path in run.iterdir()} == before
+    # The next call loads it instead of exporting again.
+    monkeypatch.setattr(export_module, "serialize", lambda *args: pytest.fail("exported again"))
+    again = Predictor.from_run(run, int8=True).probabilities(texts)
+    np.testing.assert_array_equal(again, int8)
     result = invoke("predict", "--model", str(run), "--int8", *TEXTS[:3])
     assert result.exit_code == 0, result.output
     assert len(result.output.splitlines()) == 3

@@ -180,8 +180,8 @@ def predict(
         f"torch; auto picks it on the CPU for up to {NUMPY_MAX_TEXTS} texts or stdin, torch "
         "otherwise.")] = "auto",
     int8: Annotated[bool, typer.Option(
-        "--int8", help="Int8 weight matrices (torch engine, CPU only): probabilities a little "
-        "off; faster for some models and CPUs (see the README).")] = False,
+        "--int8", help="Int8 weight matrices, CPU only: onnxruntime's int8 graph with the export "
+        "extra installed, else torch's; probabilities a little off (see the README).")] = False,
     as_json: Annotated[bool, typer.Option(
         "--json", help="One JSON object per text (text, label, probabilities).")] = False,
     quiet: QuietOpt = False,

@@ -114,7 +114,7 @@ def export_run(
             and tokenizer_path.read_bytes() != tokenizer_json):
         raise ConfigError(f"{tokenizer_path} holds another vocabulary (another export's); export "
                           "into another directory or pass --overwrite to replace it")
-    data = _serialize(run, fmt, int8, opset)
+    data = serialize(run, fmt, int8, opset)
     difference, agreement, texts = verify(run, fmt, data)
     if not int8 and difference > TOLERANCE:
         raise LstmError(f"the exported model's logits differ from the run's by {difference:.2e} "
@@ -176,7 +176,7 @@ def describe(run: LoadedRun, output: Path, fmt: str, int8: bool, opset: int | No
     }
 
 
-def _serialize(run: LoadedRun, fmt: str, int8: bool, opset: int | None) -> bytes:
+def serialize(run: LoadedRun, fmt: str, int8: bool, opset: int | None) -> bytes:
     """The model file's bytes."""
     import torch
 
