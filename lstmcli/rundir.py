@@ -81,40 +81,47 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _take_lock(run_dir: Path) -> Path:
+def _take_lock(run_dir: Path, command: str) -> Path:
+    """The lock file holds "PID COMMAND", so that the refusal names what holds it."""
     path = run_dir / LOCK_FILE
     for _ in range(2):  # a second try after clearing a stale lock
         try:
             descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o644)
         except FileExistsError:
             try:
-                holder = int(path.read_text(encoding="utf-8").split()[0])
+                fields = path.read_text(encoding="utf-8").split()
+                holder = int(fields[0])
             except (OSError, ValueError, IndexError):
-                holder = None  # being written this instant, or garbage: treat as held
+                fields, holder = [], None  # being written this instant, or garbage: held
             if holder is None or _alive(holder):
                 who = f"process {holder}" if holder is not None else "another process"
+                # Locks written before the command was recorded hold the pid alone: train's.
+                other = fields[1] if len(fields) > 1 and fields[1].isidentifier() else "train"
                 raise ConfigError(
-                    f"{run_dir} is being written by another lstm train ({who}); wait for it to "
-                    f"finish, or choose another --output (a stale lock is {path})"
+                    f"{run_dir} is being written by another lstm {other} ({who}); wait for it "
+                    f"to finish, or choose another --output (a stale lock is {path})"
                 ) from None
             path.unlink(missing_ok=True)  # its process is gone
             continue
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(f"{os.getpid()}\n")
+            handle.write(f"{os.getpid()} {command}\n")
         return path
     raise ConfigError(f"could not take the lock {path}; remove it if no training is running")
 
 
 @contextlib.contextmanager
-def claim(run_dir: Path, overwrite: bool, resume: bool = False) -> Iterator[None]:
+def claim(
+    run_dir: Path, overwrite: bool, resume: bool = False, command: str = "train"
+) -> Iterator[None]:
     """Create ``run_dir`` if needed and hold its lock for the block. Under the lock the
     directory is checked again (another process may have filled it since the first look), and
     the previous run's files are removed when overwriting. A block that fails before writing
     anything leaves no directory behind that it created. ``resume``: the directory is the run
-    being continued, so its files are expected and kept."""
+    being continued, so its files are expected and kept. ``command``: the `lstm` command that
+    holds the lock, for the message another one gets."""
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
-    lock = _take_lock(run_dir)
+    lock = _take_lock(run_dir, command)
     try:
         present = [entry for entry in run_dir.iterdir() if entry.name != LOCK_FILE]
         if present and not overwrite and not resume:

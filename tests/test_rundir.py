@@ -43,6 +43,14 @@ def test_a_directory_being_trained_into_is_refused_at_once(tiny_file, tmp_path, 
     assert sorted(p.name for p in run.iterdir()) == [LOCK_FILE]
 
 
+def test_the_refusal_names_the_command_that_holds_the_lock(tiny_file, tmp_path, sleeper):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / LOCK_FILE).write_text(f"{sleeper} compare\n")
+    result = train(tiny_file, run, "--overwrite")
+    assert_clean_error(result, "being written by another lstm compare", f"process {sleeper}")
+
+
 def test_a_stale_lock_is_taken_over(tiny_file, tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

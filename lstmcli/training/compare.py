@@ -106,7 +106,7 @@ def run_comparison(
     pairs = plan.pairs()
     rows: list[dict[str, Any]] = []
     # The output's own lock: two comparisons into one directory would train the same runs.
-    with claim(plan.output, False, resume=True):
+    with claim(plan.output, False, resume=True, command="compare"):
         _write_report(plan, rows, "running")
         for index, (variant, seed) in enumerate(pairs, 1):
             run_dir = plan.run_dir(variant, seed)

@@ -86,8 +86,9 @@ def pretrain(
     config.model.num_classes = 0  # a language model has none
     config.train.output = str(run_dir)
     # The directory is created (and locked) only with the data read: bad data leaves nothing.
-    with (claim(run_dir, overwrite) if rank == 0 else contextlib.nullcontext(),
-          stop_on_signals() as stop):
+    lock = (claim(run_dir, overwrite, command="pretrain") if rank == 0
+            else contextlib.nullcontext())
+    with lock, stop_on_signals() as stop:
         if rank == 0:
             tokenizer.save(run_dir / TOKENIZER_FILE)
         task = LanguageModelTask(config, train_windows, val_windows, device)
@@ -117,8 +118,9 @@ def resume_pretrain(
                               "interrupted; it cannot be resumed exactly: pretrain a new run")
     train_windows, val_windows = _windows(tokenizer, corpus, config)
     rank, _ = process_rank()
-    with (claim(run_dir, False, resume=True) if rank == 0 else contextlib.nullcontext(),
-          stop_on_signals() as stop):
+    lock = (claim(run_dir, False, resume=True, command="pretrain") if rank == 0
+            else contextlib.nullcontext())
+    with lock, stop_on_signals() as stop:
         task = LanguageModelTask(config, train_windows, val_windows, device)
         return _finish(task, config, corpus, callbacks, run_dir, rng, state, stop)
 
