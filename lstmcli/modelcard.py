@@ -94,7 +94,6 @@ def model_card(run_dir: Path, argv: list[str]) -> str:
     summary = run_summary(run_dir)
     model, data, train = meta["model"], meta["data"], meta["train"]
     shape = ("bidirectional " if model.get("bidirectional") else "") + str(model["cell"])
-    commit = git_commit(Path(__file__).resolve().parent)
     lines = [
         f"# {run_dir.name}: {shape} sentiment classifier",
         "",
@@ -120,23 +119,7 @@ def model_card(run_dir: Path, argv: list[str]) -> str:
         "",
         *(f"- {key}: `{value}`" for key, value in data.items() if value is not None),
         "",
-        "## Config",
-        "",
-        "```json",
-        json.dumps({"model": model, "train": train}, indent=2, sort_keys=True),
-        "```",
-        "",
-        "## Reproduce",
-        "",
-        "```console",
-        command_line(argv),
-        "```",
-        "",
-        f"- lstmcli {meta.get('lstmcli_version', __version__)}, torch "
-        f"{meta.get('torch_version', '?')}, Python {platform.python_version()}",
-        f"- git commit: `{commit}`" if commit else "- git commit: not inside a git checkout",
-        f"- saved: {meta.get('saved_at')}",
-        "",
+        *_config_and_provenance({"model": model, "train": train}, argv, meta),
     ]
     return "\n".join(lines)
 
@@ -148,7 +131,6 @@ def _language_model_card(run_dir: Path, argv: list[str], meta: dict[str, Any]) -
     model, data, train = meta["model"], meta["data"], meta["train"]
     shape = ("bidirectional " if model.get("bidirectional") else "") + str(model["cell"])
     best = meta.get("best") or {}
-    commit = git_commit(Path(__file__).resolve().parent)
     return "\n".join([
         f"# {run_dir.name}: {shape} language model",
         "",
@@ -166,10 +148,20 @@ def _language_model_card(run_dir: Path, argv: list[str], meta: dict[str, Any]) -
         *("| " + " | ".join(_figure(row.get(key)) for key in (
             "epoch", "train_loss", "val_loss", "val_perplexity")) + " |" for row in epochs),
         "",
+        *_config_and_provenance({"model": model, "data": data, "train": train}, argv, meta),
+    ])
+
+
+def _config_and_provenance(config: dict[str, Any], argv: list[str],
+                           meta: dict[str, Any]) -> list[str]:
+    """The end of every card: the config, the command that made the run, the versions, the git
+    commit of the code and when the weights were saved."""
+    commit = git_commit(Path(__file__).resolve().parent)
+    return [
         "## Config",
         "",
         "```json",
-        json.dumps({"model": model, "data": data, "train": train}, indent=2, sort_keys=True),
+        json.dumps(config, indent=2, sort_keys=True),
         "```",
         "",
         "## Reproduce",
@@ -183,7 +175,7 @@ def _language_model_card(run_dir: Path, argv: list[str], meta: dict[str, Any]) -
         f"- git commit: `{commit}`" if commit else "- git commit: not inside a git checkout",
         f"- saved: {meta.get('saved_at')}",
         "",
-    ])
+    ]
 
 
 def write_model_card(run_dir: Path, argv: list[str]) -> Path:

@@ -44,10 +44,9 @@ from lstmcli.training.resume import (
     ResumeState,
     StopFlag,
     clear_resume,
-    load_resume,
     stop_on_signals,
 )
-from lstmcli.training.run import resumed_epochs, seed_everything
+from lstmcli.training.run import open_resume, seed_everything
 from lstmcli.training.trainer import Batch, EpochStats
 
 EVAL_BATCH = 256  # windows per validation batch
@@ -103,12 +102,7 @@ def resume_pretrain(
     interrupted epoch."""
     callbacks = callbacks or Callbacks()
     run_dir = Path(run_dir)
-    state = load_resume(run_dir, "pretrain")
-    try:
-        config = PretrainConfig.from_dict(state.config, source=str(run_dir / "resume.json"))
-    except (KeyError, TypeError) as error:
-        raise CheckpointError(f"the resumable state in {run_dir} lacks {error}") from None
-    resumed_epochs(config, state, run_dir, epochs)
+    state, config = open_resume(run_dir, "pretrain", PretrainConfig, epochs)
     device = resolve_device(config.train.device, config.train.threads)
     rng = seed_everything(config.train.seed)
     corpus = load_corpus(config.data, seed=config.train.seed)

@@ -127,12 +127,7 @@ def resume(
     extends (or shortens) the run; it cannot end before the interrupted epoch."""
     callbacks = callbacks or Callbacks()
     run_dir = Path(run_dir)
-    state = load_resume(run_dir, "train")
-    try:
-        config = Config.from_dict(state.config, source=str(run_dir / "resume.json"))
-    except (KeyError, TypeError) as error:
-        raise CheckpointError(f"the resumable state in {run_dir} lacks {error}") from None
-    resumed_epochs(config, state, run_dir, epochs)
+    state, config = open_resume(run_dir, "train", Config, epochs)
     device = resolve_device(config.train.device, config.train.threads)
     rng = seed_everything(config.train.seed)
     splits = load_splits(config.data, seed=config.train.seed)
@@ -149,15 +144,24 @@ def resume(
         return _finish(task, config, callbacks, run_dir, rng, state, stop)
 
 
-def resumed_epochs(config: Any, state: ResumeState, run_dir: Path, epochs: int | None) -> None:
-    """--epochs with --resume: extend (or shorten) the run, never to before the interrupted
-    epoch; then check the config."""
+def open_resume(
+    run_dir: Path, command: str, kind: type[Any], epochs: int | None
+) -> tuple[ResumeState, Any]:
+    """The resumable state of ``command``'s interrupted run in ``run_dir`` and its config (a
+    ``kind``: Config or PretrainConfig), checked. ``epochs`` (--epochs with --resume) extends or
+    shortens the run, never to before the interrupted epoch."""
+    state = load_resume(run_dir, command)
+    try:
+        config = kind.from_dict(state.config, source=str(run_dir / "resume.json"))
+    except (KeyError, TypeError) as error:
+        raise CheckpointError(f"the resumable state in {run_dir} lacks {error}") from None
     if epochs is not None:
         if epochs < state.epoch:
             raise CheckpointError(f"--epochs {epochs} ends before epoch {state.epoch}, where "
                                   f"{run_dir} was interrupted; pass --epochs {state.epoch} or more")
         config.train.epochs = epochs
     config.validate()
+    return state, config
 
 
 def _encode(

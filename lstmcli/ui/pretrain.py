@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.console import Group
-from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
@@ -19,29 +17,17 @@ from lstmcli.ui.text import printable
 class PretrainDisplay(TrainDisplay):
     """TrainDisplay's progress and layout, a language model's columns."""
 
-    def on_start(self, info: dict[str, Any]) -> None:
-        self.cell = info["cell"]
+    def make_tables(self) -> None:
         self.table, self.gradients = epoch_table(), gradient_table()
-        if self.quiet:
-            return
-        self.err.print(
+
+    def headline(self, info: dict[str, Any]) -> str:
+        return (
             f"[bold]{escape(info['cell'])}[/] language model on "
             f"[bold]{escape(printable(info['dataset']))}[/] ({info['train_size']:,} train / "
             f"{info['validation_size']:,} validation documents; {info['train_windows']:,} "
             f"windows of at most {info['bptt']} tokens, {info['train_tokens']:,} tokens), "
             f"vocabulary {info['vocab_size']:,}, {info['parameters']:,} parameters, "
             f"{info['device']}")
-        for note in info["notes"]:
-            self.err.print(f"[yellow]note:[/] {escape(printable(note))}")
-        self.err.print(f"run directory: {escape(info['run_dir'])}")
-        self.epochs = info.get("epochs")
-        if self.plain:
-            return
-        self.diagnostics = info.get("diagnostics", True)
-        shown = (self.table, self.gradients) if self.diagnostics else (self.table,)
-        self.live = Live(Group(*shown, self.progress), console=self.err,
-                         refresh_per_second=8, transient=True)
-        self.live.start()
 
     def on_epoch_end(self, row: dict[str, Any]) -> None:
         add_epoch_row(self.table, row)

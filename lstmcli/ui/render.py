@@ -53,19 +53,27 @@ class TrainDisplay(Callbacks):
             self.live.stop()
             self.live = None
 
-    def on_start(self, info: dict[str, Any]) -> None:
-        self.cell = info["cell"]
+    def make_tables(self) -> None:
+        """The epoch and gradient tables for this run's cell (``self.cell``)."""
         self.gradients = gradient_table(self.cell)
-        if self.quiet:
-            return
+
+    def headline(self, info: dict[str, Any]) -> str:
+        """The first line printed: what is trained on what."""
         sizes = f"{info['train_size']:,} train / {info['validation_size']:,} validation"
         if info["test_size"]:
             sizes += f" / {info['test_size']:,} test"
-        self.err.print(
+        return (
             f"[bold]{escape(info['cell'])}[/] on [bold]{escape(printable(info['dataset']))}[/] "
             f"({sizes}), labels {escape(printable(', '.join(info['label_names'])))}, vocabulary "
             f"{info['vocab_size']:,}, {info['parameters']:,} parameters, {info['device']}"
         )
+
+    def on_start(self, info: dict[str, Any]) -> None:
+        self.cell = info["cell"]
+        self.make_tables()
+        if self.quiet:
+            return
+        self.err.print(self.headline(info))
         for note in info["notes"]:
             self.err.print(f"[yellow]note:[/] {escape(printable(note))}")
         self.err.print(f"run directory: {escape(info['run_dir'])}")
