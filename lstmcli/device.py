@@ -1,4 +1,4 @@
-"""Where the maths runs: the torch device, the CPU threads it may use, and the distributed rank.
+"""Where the maths runs: the torch device and the CPU threads it may use.
 
 torch is imported lazily, so that commands that never compute (help, listings) never load it.
 On CPU two settings matter more than any kernel here:
@@ -124,12 +124,3 @@ def _may_have_cuda() -> bool:
     if sys.platform.startswith("linux"):
         return any(Path(path).exists() for path in _GPU_DRIVER_FILES)
     return True  # elsewhere (Windows) only torch can tell
-
-
-def process_rank() -> tuple[int, int]:
-    """(rank, world size): (0, 1) unless torch.distributed has been initialised (torchrun)."""
-    import torch
-
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1

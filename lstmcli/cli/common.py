@@ -42,7 +42,7 @@ def handles_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except TrainingInterrupted as error:  # not an error: the line says how to continue
-            err.print(f"[bold yellow]{escape(str(error))}[/]")
+            _say(f"[bold yellow]{escape(str(error))}[/]")
             raise typer.Exit(error.exit_code) from None
         except BrokenPipeError:
             # The reader went away (`lstm predict ... | head -1`): stop quietly with the status
@@ -50,18 +50,32 @@ def handles_errors(command: F) -> F:
             silence_stdout()
             raise typer.Exit(SIGPIPE_EXIT) from None
         except LstmError as error:
-            err.print(f"[bold red]error:[/] {escape(str(error))}")
+            _say(f"[bold red]error:[/] {escape(str(error))}")
             raise typer.Exit(error.exit_code) from None
         except OSError as error:
             where = f" {error.filename}" if error.filename else ""
-            err.print(f"[bold red]error:[/] cannot access{escape(where)}: "
-                      f"{escape(error.strerror or str(error))}")
+            _say(f"[bold red]error:[/] cannot access{escape(where)}: "
+                 f"{escape(error.strerror or str(error))}")
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
-            err.print("[bold red]interrupted[/]")
+            _say("[bold red]interrupted[/]")
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _say(message: str) -> None:
+    """Print an error line, except in the second and later processes that torchrun started on a
+    machine: they meet the errors its first one meets (or lose the process that met one), and
+    one line says it."""
+    from lstmcli.distributed import speaks
+
+    try:
+        quiet = not speaks()
+    except LstmError:  # torchrun's variables garbled: say it all
+        quiet = False
+    if not quiet:
+        err.print(message)
 
 
 def silence_stdout() -> None:

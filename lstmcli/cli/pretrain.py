@@ -129,10 +129,13 @@ def pretrain(
     Ctrl-C or SIGTERM ends the step in progress, saves a resumable state and prints the
     `lstm pretrain --resume RUN_DIR` that continues it (exit 130 / 143)."""
     options = dict(locals())  # every flag as given, before any other name exists here
+    from lstmcli.distributed import first_process
     from lstmcli.training.pretrain import pretrain as run_pretraining
     from lstmcli.training.pretrain import resume_pretrain
     from lstmcli.ui.pretrain import PretrainDisplay
 
+    # Under torchrun rank 0 alone shows and reports the run.
+    quiet, as_json = (quiet, as_json) if first_process() else (True, False)
     display = PretrainDisplay(out, err, quiet=as_json or quiet)
     if resume is not None:
         refuse_with_resume(options)
@@ -165,12 +168,13 @@ def pretrain(
 
 def _finish(result: Any, display: Any, as_json: bool, quiet: bool) -> None:
     """The model card, then the report (an interrupted run gets neither)."""
-    from lstmcli.device import process_rank
+    from lstmcli.distributed import first_process
     from lstmcli.modelcard import write_model_card
     from lstmcli.runs import LANGUAGE_MODEL
 
-    if process_rank()[0] == 0:
-        write_model_card(result.run_dir, sys.argv)
+    if not first_process():  # rank 0 writes and reports the run
+        return
+    write_model_card(result.run_dir, sys.argv)
     summary = {
         "run_dir": str(result.run_dir),
         "kind": LANGUAGE_MODEL,

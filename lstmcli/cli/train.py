@@ -159,10 +159,13 @@ def train(
     Ctrl-C or SIGTERM ends the step in progress, saves a resumable state and prints the
     `lstm train --resume RUN_DIR` that continues it (exit 130 / 143)."""
     options = dict(locals())  # every flag as given, before any other name exists here
+    from lstmcli.distributed import first_process
     from lstmcli.training.run import resume as resume_training
     from lstmcli.training.run import train as run_training
     from lstmcli.ui.render import TrainDisplay
 
+    # Under torchrun rank 0 alone shows and reports the run.
+    quiet, as_json = (quiet, as_json) if first_process() else (True, False)
     if resume is not None:
         refuse_with_resume(options)
         display = TrainDisplay(out, err, quiet=as_json or quiet)
@@ -208,10 +211,10 @@ def train(
 def _finish(result: Any, display: Any, as_json: bool, quiet: bool) -> None:
     """The model card (once training has returned: an interrupted run gets none), then the
     report."""
-    from lstmcli.device import process_rank
+    from lstmcli.distributed import first_process
     from lstmcli.modelcard import write_model_card
 
-    if process_rank()[0] == 0:  # one writer, the rank that wrote the checkpoints
+    if first_process():  # one writer, the rank that wrote the checkpoints
         write_model_card(result.run_dir, sys.argv)
     if as_json or not quiet:
         _report(result, display, as_json)

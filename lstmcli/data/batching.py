@@ -42,12 +42,6 @@ def bucket_batches(
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def shard(batches: list[np.ndarray], rank: int, world_size: int) -> list[np.ndarray]:
-    """This process's share of the batches; every rank gets the same count (DDP needs it)."""
-    usable = len(batches) - len(batches) % world_size if world_size > 1 else len(batches)
-    return batches[rank:usable:world_size]
-
-
 def iterate_batches(
     sequences: Sequence[np.ndarray],
     batches: list[np.ndarray],

@@ -4,13 +4,20 @@
 
 Shared here: the optimiser (Adam or AdamW, with the task's parameter groups, each at its own
 share of the lr), the lr schedule (per epoch, or per step for ``slanted``), gradient clipping and
-statistics (:mod:`lstmcli.training.monitor`), length-bucketed batches sharded by rank, the
-epoch's row of metrics.jsonl, the best checkpoint, early stopping, and SIGINT/SIGTERM: the step
-in progress ends, the resumable state is saved (:mod:`lstmcli.training.resume`) and a resumed run
-continues exactly. Only rank 0 writes files."""
+statistics (:mod:`lstmcli.training.monitor`), length-bucketed batches, the epoch's row of
+metrics.jsonl, the best checkpoint, early stopping, and SIGINT/SIGTERM: the step in progress ends,
+the resumable state is saved (:mod:`lstmcli.training.resume`) and a resumed run continues exactly.
+
+Under torchrun (:mod:`lstmcli.distributed`) ``batch_size`` is the global batch: every process
+draws the same global batches (the same seed) and trains on its contiguous part of each, so all
+take the same number of steps and, with the losses weighted by the parts' shares, the averaged
+gradient is the one a single process computes on the whole batch. Only rank 0 writes files;
+the decisions (best epoch, early stopping, an interrupt) rest on figures summed over the
+processes, identical on each."""
 
 from __future__ import annotations
 
+import gc
 import math
 import shlex
 import signal
@@ -26,8 +33,8 @@ from torch import Tensor, nn
 
 from lstmcli.atomic import atomic_write
 from lstmcli.config import Config, PretrainConfig
-from lstmcli.data.batching import bucket_batches, shard
-from lstmcli.device import process_rank
+from lstmcli.data.batching import bucket_batches
+from lstmcli.distributed import Group, current
 from lstmcli.errors import TrainingDiverged, TrainingInterrupted
 from lstmcli.jsonout import dumps
 from lstmcli.rundir import append_line
@@ -46,6 +53,9 @@ class EpochTask:
     training sequences' lengths, which the batches are bucketed by."""
 
     command = "train"  # the command whose --resume continues the run
+    # The parameters (names in the model) that a step may leave without a gradient: averaged
+    # over the processes apart from DistributedDataParallel, which expects a gradient of each.
+    sometimes_unused: tuple[str, ...] = ()
     measure_accuracy = True  # whether the trainer counts argmax hits (logits) or not
     best_keys: tuple[str, ...] = ("epoch", "val_loss")
     initial_best: dict[str, Any] = {"epoch": 0, "val_loss": math.inf}
@@ -64,6 +74,10 @@ class EpochTask:
 
     def batches(self, index_batches: list[np.ndarray]) -> Iterator[Batch]:
         raise NotImplementedError
+
+    def loss_terms(self, index: np.ndarray) -> int:
+        """How many terms the training loss of these examples is the mean of."""
+        return len(index)
 
     def loss(self, output: Tensor, targets: Tensor) -> Tensor:
         raise NotImplementedError
@@ -106,14 +120,17 @@ def run_epochs(
     """The epochs of a run whose directory is claimed (from ``start`` when resuming); writes the
     run as it goes and stops cleanly when ``stop`` is raised. ``info`` is what the front end
     hears before the first epoch."""
-    rank, world_size = process_rank()
+    processes = current()
+    rank = processes.rank
+    if rank != 0:  # rank 0 alone reports
+        callbacks = Callbacks()
     model, train_cfg = task.model, config.train
     optimizer = make_optimizer(task.optimizer_groups(), train_cfg)
     # Before any freezing: the monitor keeps every parameter (a frozen one's gradient is zero).
     monitor = (GradientMonitor if train_cfg.diagnostics else NormMonitor)(model,
                                                                         train_cfg.clip_norm)
     # Deterministic: the shuffled bucketing gives every epoch the same number of batches.
-    steps = len(shard(bucket_batches(task.lengths, train_cfg.batch_size), rank, world_size))
+    steps = len(bucket_batches(task.lengths, train_cfg.batch_size))
     schedule = Schedule(train_cfg.lr_schedule, train_cfg.lr, train_cfg.epochs,
                         train_cfg.warmup_epochs, train_cfg.patience, steps)
     if start:
@@ -125,8 +142,10 @@ def run_epochs(
 
     per_step = (lambda epoch, step: set_lr(schedule.step_lr(epoch, step))) \
         if schedule.per_step else None
-    trainer = Trainer(model, optimizer, task.loss, monitor, callbacks, stop, per_step,
-                      task.measure_accuracy)
+    trainer = Trainer(model, optimizer, task.loss, _Averaged(monitor, task, processes),
+                      callbacks, stop, per_step, task.measure_accuracy,
+                      processes.sums if processes.world_size > 1 else None)
+    trainable: list[bool] = []
     best, history = dict(task.initial_best), []
     first_epoch = start.epoch if start else 1
     if start:
@@ -153,17 +172,20 @@ def run_epochs(
         lr = schedule.lr(epoch)  # set even on resume: optimizer.param_groups are not restored
         set_lr(lr)
         extra = task.start_epoch(epoch)
-        if stop():  # a signal between epochs (during validation): stop before drawing batches
-            _interrupt(run_dir, model, optimizer, monitor, stop, rank, ResumeState(
+        trainable = _distribute(trainer, task, processes, trainable)
+        # A signal between epochs (during validation): stop before drawing batches.
+        if (processes.sums([float(stop())])[0] > 0) if processes.world_size > 1 else stop():
+            _interrupt(run_dir, model, optimizer, monitor, stop, processes, ResumeState(
                 epoch, progress, epoch_rng, best, history, config.to_dict(), None, {}, {},
                 schedule.state(), task.command))
-        batches = shard(bucket_batches(task.lengths, train_cfg.batch_size, rng), rank,
-                        world_size)
+        batches = bucket_batches(task.lengths, train_cfg.batch_size, rng)
+        parts, weights = process_parts(task, batches, processes)
         try:
-            stats = trainer.train_epoch(task.batches(batches[progress.step:]), epoch,
-                                        len(batches), progress)
+            stats = trainer.train_epoch(
+                _weighted(task.batches(parts[progress.step:]), weights[progress.step:]), epoch,
+                len(batches), progress)
         except Stopped as stopped:
-            _interrupt(run_dir, model, optimizer, monitor, stop, rank, ResumeState(
+            _interrupt(run_dir, model, optimizer, monitor, stop, processes, ResumeState(
                 epoch, stopped.progress, epoch_rng, best, history, config.to_dict(), None, {}, {},
                 schedule.state(), task.command))
         except Diverged as error:
@@ -191,7 +213,7 @@ def run_epochs(
         if len(optimizer.param_groups) > 1:
             row["lr_groups"] = {group["name"]: lr * group["lr_scale"]
                                 for group in optimizer.param_groups}
-        if train_cfg.diagnostics:
+        if train_cfg.diagnostics and rank == 0:  # written by rank 0 alone, measured there
             row.update(task.diagnose())
         row["seconds"] = time.perf_counter() - started
         improved = task.improved(row, best)
@@ -211,18 +233,82 @@ def run_epochs(
     return Epochs(best, history, stopped_epoch)
 
 
+def process_parts(
+    task: EpochTask, batches: list[np.ndarray], group: Group
+) -> tuple[list[np.ndarray], list[float]]:
+    """This process's part of each global batch and the weight of its loss (Batch.weight).
+    Contiguous parts: a batch is sorted by length, so each part pads little. A part left empty (a
+    global batch smaller than the processes) is a stand-in, the batch's first example, at weight
+    0: every process must take part in every step's gradient sum."""
+    if group.world_size == 1:
+        return batches, [1.0] * len(batches)
+    parts, weights = [], []
+    for batch in batches:
+        part = np.array_split(batch, group.world_size)[group.rank]
+        if len(part) == 0:
+            parts.append(batch[:1])
+            weights.append(0.0)
+        else:
+            parts.append(part)
+            weights.append(task.loss_terms(part) * group.world_size / task.loss_terms(batch))
+    return parts, weights
+
+
+def _weighted(batches: Iterator[Batch], weights: list[float]) -> Iterator[Batch]:
+    for batch, weight in zip(batches, weights, strict=True):
+        batch.weight = weight
+        yield batch
+
+
+def _distribute(trainer: Trainer, task: EpochTask, group: Group, trainable: list[bool]
+                ) -> list[bool]:
+    """Put the trainer's model under DistributedDataParallel, again whenever the set of trained
+    parameters changed (gradual unfreezing): DDP sums the gradients of those it was given.
+    Returns the set now trained."""
+    now = [parameter.requires_grad for parameter in task.model.parameters()]
+    if group.world_size > 1 and now != trainable:
+        # The old wrapper's gradient hooks must be gone before the next backward pass.
+        trainer.forward = trainer.network
+        gc.collect()
+        trainer.forward = group.wrap(trainer.network,
+                                     [f"model.{name}" for name in task.sometimes_unused])
+    return now
+
+
+class _Averaged:
+    """The gradient monitor, once the gradients DistributedDataParallel leaves alone (the task's
+    sometimes_unused) are averaged too."""
+
+    def __init__(self, monitor: GradientMonitor | NormMonitor, task: EpochTask,
+                 group: Group) -> None:
+        named = dict(task.model.named_parameters())
+        self.monitor, self.group = monitor, group
+        self.apart = [named[name] for name in task.sometimes_unused] \
+            if group.world_size > 1 else []
+
+    def measure_and_clip(self) -> float:
+        self.group.average_gradients(self.apart)
+        return self.monitor.measure_and_clip()
+
+    def before_update(self) -> None:
+        self.monitor.before_update()
+
+    def after_update(self) -> None:
+        self.monitor.after_update()
+
+
 def _interrupt(
     run_dir: Path,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     monitor: GradientMonitor | NormMonitor,
     stop: StopFlag,
-    rank: int,
+    group: Group,
     state: ResumeState,
 ) -> None:
-    """Save the resumable state and raise the interrupt, naming the command that resumes."""
-    if rank == 0:
-        save_resume(run_dir, model, optimizer, monitor, state)
+    """Save the resumable state (rank 0; the others wait for it) and raise the interrupt,
+    naming the command that resumes."""
+    group.from_rank0(lambda: save_resume(run_dir, model, optimizer, monitor, state))
     number = stop.signal_number or signal.SIGINT
     raise TrainingInterrupted(
         f"interrupted at epoch {state.epoch}, step {state.progress.step}; resume with: "

@@ -12,11 +12,14 @@ are defined on a classifier's loss for a whole text, which a language model does
 The run directory has the classifier's layout; config.json says ``"kind": "language_model"``.
 It is not remembered as the latest run: `lstm predict` and `lstm eval` have nothing to classify
 with it.
+
+Under torchrun it is distributed as `lstm train` is (:mod:`lstmcli.training.run`): the global batch
+of windows split between the processes, each process's loss weighted by its share of the
+predicted tokens, the validation windows sharded and the sums added up.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -28,12 +31,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lstmcli import distributed
 from lstmcli.config import PretrainConfig
 from lstmcli.data.batching import bucket_batches, iterate_batches
 from lstmcli.data.corpus import MAX_DOCUMENT_TOKENS, Corpus, load_corpus, windows
 from lstmcli.data.registry import DATA_DIR_ENV
 from lstmcli.data.tokenizer import Tokenizer, encode_cached
-from lstmcli.device import process_rank, resolve_device
+from lstmcli.device import resolve_device
 from lstmcli.errors import CheckpointError, DataError
 from lstmcli.nn.language_model import LanguageModel
 from lstmcli.rundir import claim
@@ -67,16 +71,19 @@ def perplexity(loss: float) -> float:
     return math.exp(loss) if loss < 700 else math.inf
 
 
+@distributed.entry
 def pretrain(
     config: PretrainConfig, callbacks: Callbacks | None = None, overwrite: bool = False
 ) -> PretrainResult:
     """Pretrain a language model as ``config`` says and write its run directory."""
     callbacks = callbacks or Callbacks()
     config.validate()
-    rank, _ = process_rank()
     device = resolve_device(config.train.device, config.train.threads)
+    processes = distributed.start()
+    device = processes.place(device, config.train.threads)
     rng = seed_everything(config.train.seed)
-    run_dir = new_run_dir(config.train.output, f"{config.model.cell}-lm", overwrite)
+    run_dir = processes.from_rank0(
+        lambda: new_run_dir(config.train.output, f"{config.model.cell}-lm", overwrite))
     _absolute_paths(config)
     corpus = load_corpus(config.data, seed=config.train.seed)
     tokenizer = Tokenizer.train(corpus.train, config.data.vocab_size, config.data.min_freq)
@@ -85,15 +92,14 @@ def pretrain(
     config.model.num_classes = 0  # a language model has none
     config.train.output = str(run_dir)
     # The directory is created (and locked) only with the data read: bad data leaves nothing.
-    lock = (claim(run_dir, overwrite, command="pretrain") if rank == 0
-            else contextlib.nullcontext())
+    lock = processes.on_rank0(claim(run_dir, overwrite, command="pretrain"))
     with lock, stop_on_signals() as stop:
-        if rank == 0:
-            tokenizer.save(run_dir / TOKENIZER_FILE)
+        processes.from_rank0(lambda: tokenizer.save(run_dir / TOKENIZER_FILE))
         task = LanguageModelTask(config, train_windows, val_windows, device)
         return _finish(task, config, corpus, callbacks, run_dir, rng, None, stop)
 
 
+@distributed.entry
 def resume_pretrain(
     run_dir: Path, callbacks: Callbacks | None = None, epochs: int | None = None
 ) -> PretrainResult:
@@ -102,18 +108,20 @@ def resume_pretrain(
     interrupted epoch."""
     callbacks = callbacks or Callbacks()
     run_dir = Path(run_dir)
-    state, config = open_resume(run_dir, "pretrain", PretrainConfig, epochs)
-    device = resolve_device(config.train.device, config.train.threads)
+    processes = distributed.start()
+    # Rank 0's files: the other processes (on other machines, maybe) hear them from it.
+    state, config, tokenizer = processes.from_rank0(lambda: (
+        *open_resume(run_dir, "pretrain", PretrainConfig, epochs),
+        Tokenizer.load(run_dir / TOKENIZER_FILE)))
+    device = processes.place(resolve_device(config.train.device, config.train.threads),
+                             config.train.threads)
     rng = seed_everything(config.train.seed)
     corpus = load_corpus(config.data, seed=config.train.seed)
-    tokenizer = Tokenizer.load(run_dir / TOKENIZER_FILE)
     if tokenizer.vocab_size != config.model.vocab_size:
         raise CheckpointError(f"{run_dir / TOKENIZER_FILE} changed since {run_dir} was "
                               "interrupted; it cannot be resumed exactly: pretrain a new run")
     train_windows, val_windows = _windows(tokenizer, corpus, config)
-    rank, _ = process_rank()
-    lock = (claim(run_dir, False, resume=True, command="pretrain") if rank == 0
-            else contextlib.nullcontext())
+    lock = processes.on_rank0(claim(run_dir, False, resume=True, command="pretrain"))
     with lock, stop_on_signals() as stop:
         task = LanguageModelTask(config, train_windows, val_windows, device)
         return _finish(task, config, corpus, callbacks, run_dir, rng, state, stop)
@@ -156,6 +164,9 @@ class LanguageModelTask(EpochTask):
                  val_windows: list[np.ndarray], device: torch.device) -> None:
         self.language_model = LanguageModel(config.model).to(device)
         super().__init__(self.language_model, np.array([len(w) for w in train_windows]))
+        # A batch may hold no word of one of the adaptive softmax's tail clusters.
+        self.sometimes_unused = tuple(f"head.{name}" for name, _ in
+                                      self.language_model.head.tail.named_parameters(prefix="tail"))
         self.config, self.device = config, device
         self.train_windows, self.val_windows = train_windows, val_windows
 
@@ -170,20 +181,30 @@ class LanguageModelTask(EpochTask):
     def loss(self, output: Tensor, targets: Tensor) -> Tensor:
         return self.language_model.loss(output, targets)
 
+    def loss_terms(self, index: np.ndarray) -> int:
+        # Every window of T tokens predicts T - 1 of them, once per direction.
+        directions = 2 if self.config.model.bidirectional else 1
+        return int(np.maximum(self.lengths[index] - 1, 0).sum()) * directions
+
     def measure(self, stats: EpochStats) -> dict[str, Any]:
-        val_loss = evaluate(self.language_model, self.val_windows, self.device)
+        # Each process scores every world_size-th window; the sums make the whole set's mean.
+        processes = distributed.current()
+        share = self.val_windows[processes.rank::processes.world_size]
+        total, count = processes.sums(nll_sums(self.language_model, share, self.device))
+        val_loss = total / max(count, 1)
         return {"train_loss": stats.loss, "train_perplexity": perplexity(stats.loss),
                 "val_loss": val_loss, "val_perplexity": perplexity(val_loss)}
 
     def save(self, run_dir: Path, best: dict[str, Any]) -> None:
         save_checkpoint(run_dir, self.model, self.config, [],
-                        {"kind": LANGUAGE_MODEL, "best": best})
+                        {"kind": LANGUAGE_MODEL, "best": best, **distributed.current().record()})
 
 
 @torch.no_grad()
-def evaluate(model: LanguageModel, sequences: Sequence[np.ndarray],
-             device: torch.device | str = "cpu") -> float:
-    """The mean negative log-likelihood per predicted token over ``sequences``, in eval mode."""
+def nll_sums(model: LanguageModel, sequences: Sequence[np.ndarray],
+             device: torch.device | str = "cpu") -> tuple[float, int]:
+    """The summed negative log-likelihood of every predicted token of ``sequences`` and how
+    many tokens that is, in eval mode."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
@@ -193,7 +214,7 @@ def evaluate(model: LanguageModel, sequences: Sequence[np.ndarray],
         total += float(nll.double().sum())
         count += nll.numel()
     model.train(was_training)
-    return total / max(count, 1)
+    return total, count
 
 
 def _finish(
@@ -221,11 +242,11 @@ def _finish(
         "cell": config.model.cell,
         "epochs": config.train.epochs,
         "diagnostics": config.train.diagnostics,
+        "processes": distributed.current().describe(),
         "notes": list(corpus.notes),
     }
     epochs = run_epochs(task, config, callbacks, run_dir, rng, start, stop, info)
-    if process_rank()[0] == 0:
-        clear_resume(run_dir)
+    distributed.current().from_rank0(lambda: clear_resume(run_dir))
     best = epochs.best
     return PretrainResult(run_dir, best["epoch"], best["val_perplexity"], epochs.history,
                           epochs.stopped_epoch is not None, epochs.stopped_epoch)

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from lstmcli.atomic import atomic_write, write_json_atomic
+from lstmcli.distributed import launch as launched_by_torchrun
 from lstmcli.errors import CheckpointError
 from lstmcli.runs import RESUME_STATE_FILE, RESUME_TENSORS_FILE
 from lstmcli.training.trainer import EpochProgress
@@ -46,16 +47,22 @@ class EpochMonitor(Protocol):
 
 
 class StopFlag:
-    """Set by the first SIGINT or SIGTERM; the trainer asks it after every optimiser step."""
+    """Set by the first SIGINT or SIGTERM; the trainer asks it after every optimiser step.
+
+    Under torchrun a second SIGINT does not stop at once: its launcher passes every signal it gets
+    on to the processes, so one Ctrl-C at a terminal reaches them twice (and the launcher kills
+    them itself if they have not stopped 30 s later)."""
 
     def __init__(self) -> None:
         self.signal_number: int | None = None
+        self.second_interrupts = not launched_by_torchrun()
 
     def __call__(self) -> bool:
         return self.signal_number is not None
 
     def _handle(self, number: int, frame: object) -> None:
-        if self.signal_number is not None and number == signal.SIGINT:
+        if (self.signal_number is not None and number == signal.SIGINT
+                and self.second_interrupts):
             raise KeyboardInterrupt  # a second Ctrl-C: stop at once, without a new state
         self.signal_number = number
 

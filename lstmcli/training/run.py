@@ -9,11 +9,16 @@ themselves, with the schedule, the checkpoints and the interrupts, are
 :mod:`lstmcli.training.finetune`'s.
 
 SIGINT and SIGTERM stop a run after the step in progress and save its resumable state
-(:mod:`lstmcli.training.resume`); :func:`resume` continues it exactly."""
+(:mod:`lstmcli.training.resume`); :func:`resume` continues it exactly.
+
+Under torchrun every process reads the data and builds the same model (the same seed); rank 0
+alone names, claims and writes the run directory and reads a resumable state, and sends what it
+found to the others (:mod:`lstmcli.distributed`). Validation is sharded: each process scores a
+share of the texts and the sums are added up, so the figures are the single process's at a
+fraction of the time; the final test runs once, on rank 0."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import random
@@ -26,12 +31,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from lstmcli import distributed
 from lstmcli.config import Config
 from lstmcli.data.batching import iterate_batches
 from lstmcli.data.registry import absolute_data_paths
 from lstmcli.data.splits import DatasetSplits, load_splits
 from lstmcli.data.tokenizer import Tokenizer, encode_cached
-from lstmcli.device import process_rank, resolve_device
+from lstmcli.device import resolve_device
 from lstmcli.diagnostics.flow import diagnostic_batch, measure_flow
 from lstmcli.errors import CheckpointError
 from lstmcli.nn.classifier import SentimentClassifier, predict_logits
@@ -80,6 +86,7 @@ def accuracy(logits: torch.Tensor, labels: np.ndarray) -> float:
     return float((logits.argmax(dim=1).numpy() == labels).mean()) if len(labels) else float("nan")
 
 
+@distributed.entry
 def train(
     config: Config, callbacks: Callbacks | None = None, overwrite: bool = False
 ) -> TrainResult:
@@ -88,10 +95,12 @@ def train(
     and encoder: :mod:`lstmcli.training.finetune`)."""
     callbacks = callbacks or Callbacks()
     config.validate()
-    rank, world_size = process_rank()
     device = resolve_device(config.train.device, config.train.threads)
+    processes = distributed.start()
+    device = processes.place(device, config.train.threads)
     rng = seed_everything(config.train.seed)
-    run_dir = new_run_dir(config.train.output, config.model.cell, overwrite)
+    run_dir = processes.from_rank0(
+        lambda: new_run_dir(config.train.output, config.model.cell, overwrite))
     pretrained = None
     if config.train.init_from is not None:
         pretrained = finetune.open_pretrained(config.train.init_from)
@@ -109,16 +118,15 @@ def train(
     # Only now, with the data read, is the directory created and locked: bad data leaves nothing.
     # SIGINT and SIGTERM are caught while the epochs run: the step in progress ends and the
     # resumable state is saved.
-    with (claim(run_dir, overwrite) if rank == 0 else contextlib.nullcontext(),
-          stop_on_signals() as stop):
+    with processes.on_rank0(claim(run_dir, overwrite)), stop_on_signals() as stop:
         task = ClassifierTask(config, splits, encoded, device)
         if pretrained is not None:  # before any file: unreadable weights leave no directory
             finetune.copy_pretrained(task.model, pretrained.run_dir)
-        if rank == 0:
-            tokenizer.save(run_dir / TOKENIZER_FILE)
+        processes.from_rank0(lambda: tokenizer.save(run_dir / TOKENIZER_FILE))
         return _finish(task, config, callbacks, run_dir, rng, None, stop)
 
 
+@distributed.entry
 def resume(
     run_dir: Path, callbacks: Callbacks | None = None, epochs: int | None = None
 ) -> TrainResult:
@@ -127,19 +135,20 @@ def resume(
     extends (or shortens) the run; it cannot end before the interrupted epoch."""
     callbacks = callbacks or Callbacks()
     run_dir = Path(run_dir)
-    state, config = open_resume(run_dir, "train", Config, epochs)
-    device = resolve_device(config.train.device, config.train.threads)
+    processes = distributed.start()
+    # Rank 0's files: the other processes (on other machines, maybe) hear them from it.
+    state, config, tokenizer = processes.from_rank0(lambda: (
+        *open_resume(run_dir, "train", Config, epochs), Tokenizer.load(run_dir / TOKENIZER_FILE)))
+    device = processes.place(resolve_device(config.train.device, config.train.threads),
+                             config.train.threads)
     rng = seed_everything(config.train.seed)
     splits = load_splits(config.data, seed=config.train.seed)
-    tokenizer = Tokenizer.load(run_dir / TOKENIZER_FILE)
     if (tokenizer.vocab_size != config.model.vocab_size
             or len(splits.label_names) != config.model.num_classes):
         raise CheckpointError(f"the data or {run_dir / TOKENIZER_FILE} changed since {run_dir} "
                               "was interrupted; it cannot be resumed exactly: train a new run")
     encoded = _encode(tokenizer, splits, config)
-    rank, _ = process_rank()
-    with (claim(run_dir, False, resume=True) if rank == 0 else contextlib.nullcontext(),
-          stop_on_signals() as stop):
+    with processes.on_rank0(claim(run_dir, False, resume=True)), stop_on_signals() as stop:
         task = ClassifierTask(config, splits, encoded, device)
         return _finish(task, config, callbacks, run_dir, rng, state, stop)
 
@@ -213,14 +222,26 @@ class ClassifierTask(EpochTask):
         return self.train_loss(output, targets)
 
     def measure(self, stats: EpochStats) -> dict[str, Any]:
-        val_logits = predict_logits(self.model, self.encoded["validation"], 256, self.device)
-        val_labels = self.splits.validation.labels
+        # Each process scores every world_size-th text (all of them, alone); the sums of the
+        # per-text losses and hits, added up over the processes, are the whole set's.
+        processes = distributed.current()
+        texts = self.encoded["validation"]
+        share = np.arange(len(texts))[processes.rank::processes.world_size]
+        loss_sum = hits = 0.0
+        if len(share):
+            logits = predict_logits(self.model, [texts[i] for i in share], 256,
+                                    self.device)  # (n, C)
+            labels = np.asarray(self.splits.validation.labels)[share]
+            losses = nn.functional.cross_entropy(logits, torch.as_tensor(labels),
+                                                 reduction="none")  # (n,)
+            loss_sum = float(losses.double().sum())
+            hits = float((logits.argmax(dim=1).numpy() == labels).sum())
+        loss_sum, hits, count = processes.sums([loss_sum, hits, len(share)])
         return {
             "train_loss": stats.loss,
             "train_accuracy": stats.accuracy,
-            "val_loss": float(nn.functional.cross_entropy(val_logits,
-                                                          torch.as_tensor(val_labels))),
-            "val_accuracy": accuracy(val_logits, val_labels),
+            "val_loss": loss_sum / count if count else float("nan"),
+            "val_accuracy": hits / count if count else float("nan"),
         }
 
     def diagnose(self) -> dict[str, Any]:
@@ -232,7 +253,7 @@ class ClassifierTask(EpochTask):
 
     def save(self, run_dir: Path, best: dict[str, Any]) -> None:
         save_checkpoint(run_dir, self.model, self.config, self.splits.label_names,
-                        {"best": best})
+                        {"best": best, **distributed.current().record()})
 
 
 def _finish(
@@ -247,12 +268,15 @@ def _finish(
     """The epochs, then the test accuracy of the best checkpoint, once."""
     info = _start_info(config, task.splits, run_dir, task.device, task.model)
     epochs = run_epochs(task, config, callbacks, run_dir, rng, start, stop, info)
-    test_accuracy = None
-    if process_rank()[0] == 0:
+
+    def last_writes() -> float | None:  # rank 0's; the others wait for them, once
         test_accuracy = _final_test(run_dir, task.model, config, task.splits, task.encoded,
                                     task.device)
         clear_resume(run_dir)
         remember_latest(run_dir)
+        return test_accuracy
+
+    test_accuracy = distributed.current().from_rank0(last_writes)
     return TrainResult(run_dir, epochs.best["epoch"], epochs.best["val_accuracy"], test_accuracy,
                        epochs.history, epochs.stopped_epoch is not None, epochs.stopped_epoch)
 
@@ -307,5 +331,6 @@ def _start_info(
         "cell": config.model.cell,
         "epochs": config.train.epochs,
         "diagnostics": config.train.diagnostics,
+        "processes": distributed.current().describe(),
         "notes": list(splits.notes),
     }

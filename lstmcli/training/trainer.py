@@ -6,6 +6,14 @@ between ``backward`` and the optimiser step (measuring, clipping, recording) is 
 :class:`GradientHook`; what a front end shows is :class:`~lstmcli.training.callbacks.Callbacks`.
 `lstm train` (:mod:`lstmcli.training.run`), `lstm pretrain` (:mod:`lstmcli.training.pretrain`)
 and the long-range task of `lstm diagnose` all train through it.
+
+Distributed training (:mod:`lstmcli.distributed`) needs three things of it beyond wrapping the
+model: the model and its loss are called as one module (:class:`WithLoss`), so that
+DistributedDataParallel sees every parameter the loss uses; each process's loss is weighted by its
+share of the global batch (:attr:`Batch.weight`), so that the averaged gradient is the mean over
+the global batch even when the shares differ; and the step's figures, with the request to stop,
+are summed over the processes (``reduce``), so that every process reports the same figures and
+stops after the same step.
 """
 
 from __future__ import annotations
@@ -32,6 +40,11 @@ class Batch:
     inputs: tuple[Tensor, ...]
     targets: Tensor  # class ids, (B,) or (B, T)
     tokens: int  # real (unpadded) tokens, for the throughput figure
+    # The factor on the loss before backward: 1 for a whole batch. For one process's part of a
+    # global batch, its share of the global batch's loss terms times the number of processes
+    # (DistributedDataParallel divides the summed gradients by that number). 0: a stand-in for an
+    # empty part, which only keeps the process in step; its figures are not counted.
+    weight: float = 1.0
 
 
 @dataclass
@@ -109,8 +122,22 @@ class Diverged(TrainingDiverged):
         super().__init__(f"training diverged at epoch {epoch}, step {step}: the {what} is {value}")
 
 
+class WithLoss(nn.Module):
+    """A model and its loss as one module: ``forward(inputs, targets) -> (output, loss)``."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFunction) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, inputs: tuple[Tensor, ...], targets: Tensor) -> tuple[Tensor, Tensor]:
+        output = self.model(*inputs)  # (B, C) or (B, T, C)
+        return output, self.loss_fn(output, targets)
+
+
 class Trainer:
-    """Runs epochs of optimiser steps over whatever batches it is given."""
+    """Runs epochs of optimiser steps over whatever batches it is given. ``forward`` is
+    :class:`WithLoss` of the model, or a wrapper of it (DistributedDataParallel)."""
 
     def __init__(
         self,
@@ -122,10 +149,13 @@ class Trainer:
         should_stop: Callable[[], bool] | None = None,
         before_step: Callable[[int, int], None] | None = None,
         measure_accuracy: bool = True,
+        reduce: Callable[[list[float]], list[float]] | None = None,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
         self.loss_fn = loss_fn
+        self.network = WithLoss(model, loss_fn)
+        self.forward: nn.Module = self.network
         self.gradients = gradients or ClipGradients(model.parameters(), 0.0)
         self.callbacks = callbacks or Callbacks()
         # Asked after every optimiser step, so that an interrupt never splits one.
@@ -135,6 +165,8 @@ class Trainer:
         # False where the model's output is no logits to take an argmax of (a language model's
         # features for its adaptive softmax): the accuracy stays 0.
         self.measure_accuracy = measure_accuracy
+        # Sums a step's figures over the processes of a distributed run (None: one process).
+        self.reduce = reduce
 
     def train_epoch(
         self,
@@ -148,18 +180,19 @@ class Trainer:
         (after stepping) when ``should_stop`` says so. ``progress`` continues an epoch whose first
         ``progress.step`` batches were done already (``batches`` then holds the rest)."""
         self.callbacks.on_epoch_start(epoch, steps)
-        self.model.train()
+        self.forward.train()
         done = progress or EpochProgress()
         started = time.perf_counter() - done.seconds
         for step, batch in enumerate(batches, start=done.step + 1):
             if self.before_step is not None:
                 self.before_step(epoch, step)
-            logits = self.model(*batch.inputs)  # (B, C) or (B, T, C)
-            loss = self.loss_fn(logits, batch.targets)
+            logits, loss = self.forward(batch.inputs, batch.targets)  # (B, C) or (B, T, C)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss if batch.weight == 1.0 else loss * batch.weight).backward()
             norm = self.gradients.measure_and_clip()
             value = loss.item()
+            # Every process sees a non-finite norm when one has a non-finite loss (the gradients
+            # are averaged): all stop at the same step.
             if not math.isfinite(value):
                 raise Diverged(epoch, step, "loss", value)
             if not math.isfinite(norm):
@@ -167,16 +200,25 @@ class Trainer:
             self.gradients.before_update()
             self.optimizer.step()
             self.gradients.after_update()
-            size = batch.targets.shape[0]
-            done.loss_sum += value * size
-            if self.measure_accuracy:
-                done.correct += int((logits.argmax(dim=-1) == batch.targets).sum())
-            done.seen += size
-            done.targets_seen += batch.targets.numel()
-            done.tokens += batch.tokens
+            counted = batch.weight > 0
+            size = batch.targets.shape[0] if counted else 0
+            correct = 0
+            if self.measure_accuracy and counted:
+                correct = int((logits.argmax(dim=-1) == batch.targets).sum())
+            figures = [value * size, correct, size, batch.targets.numel() if counted else 0,
+                       batch.tokens if counted else 0]
+            if self.reduce is not None:
+                *figures, stop = self.reduce([*figures, float(self.should_stop())])
+                value = figures[0] / max(figures[2], 1)  # the global batch's mean loss
+            done.loss_sum += figures[0]
+            done.correct += int(figures[1])
+            done.seen += int(figures[2])
+            done.targets_seen += int(figures[3])
+            done.tokens += int(figures[4])
             done.step = step
             self.callbacks.on_step(step, value)
-            if self.should_stop():
+            # With processes, the request as they all heard it when summing; alone, now.
+            if stop if self.reduce is not None else self.should_stop():
                 done.seconds = time.perf_counter() - started
                 raise Stopped(epoch, done)
         done.seconds = time.perf_counter() - started

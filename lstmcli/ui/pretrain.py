@@ -10,7 +10,7 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from lstmcli.ui.render import TrainDisplay, _compact, group_table
+from lstmcli.ui.render import TrainDisplay, _compact, group_table, processes
 from lstmcli.ui.text import printable
 
 
@@ -27,7 +27,7 @@ class PretrainDisplay(TrainDisplay):
             f"{info['validation_size']:,} validation documents; {info['train_windows']:,} "
             f"windows of at most {info['bptt']} tokens, {info['train_tokens']:,} tokens), "
             f"vocabulary {info['vocab_size']:,}, {info['parameters']:,} parameters, "
-            f"{info['device']}")
+            f"{info['device']}" + processes(info))
 
     def on_epoch_end(self, row: dict[str, Any]) -> None:
         add_epoch_row(self.table, row)

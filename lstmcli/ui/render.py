@@ -66,6 +66,7 @@ class TrainDisplay(Callbacks):
             f"[bold]{escape(info['cell'])}[/] on [bold]{escape(printable(info['dataset']))}[/] "
             f"({sizes}), labels {escape(printable(', '.join(info['label_names'])))}, vocabulary "
             f"{info['vocab_size']:,}, {info['parameters']:,} parameters, {info['device']}"
+            + processes(info)
         )
 
     def on_start(self, info: dict[str, Any]) -> None:
@@ -127,6 +128,11 @@ class TrainDisplay(Callbacks):
             self.out.print(f"stopped early after epoch {summary['stopped_epoch']}: no "
                            "validation improvement for --patience epochs")
         self.out.print(f"saved {escape(summary['run_dir'])}")
+
+
+def processes(info: dict[str, Any]) -> str:
+    """The headline's end under torchrun: ", 2 processes (gloo)"."""
+    return f", {info['processes']}" if info.get("processes") else ""
 
 
 def epoch_table() -> Table:
