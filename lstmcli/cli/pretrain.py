@@ -33,7 +33,13 @@ from lstmcli.cli.common import (
     print_json,
     refuse_with_resume,
 )
-from lstmcli.config import LR_SCHEDULES, PretrainConfig, apply_overrides, load_config
+from lstmcli.config import (
+    LR_SCHEDULES,
+    SOFTMAX_CHOICES,
+    PretrainConfig,
+    apply_overrides,
+    load_config,
+)
 from lstmcli.nn.cells import cell_names
 
 
@@ -92,6 +98,13 @@ def pretrain(
     input_dropout: InputDropoutOpt = None,
     hidden_dropout: HiddenDropoutOpt = None,
     weight_dropout: WeightDropoutOpt = None,
+    softmax: Annotated[str | None, choice_option(
+        "--softmax", choices=lambda: SOFTMAX_CHOICES, help="Output layer: sampled (tied to the "
+        "embedding, trained on --samples drawn words per step; exact for validation) or "
+        "adaptive (torch's adaptive softmax). \\[default: sampled]")] = None,
+    samples: Annotated[int | None, typer.Option(
+        "--samples", help="Words drawn per step by --softmax sampled; more is closer to the "
+        "full softmax and slower. \\[default: 256]")] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="\\[default: 10]")] = None,
     batch_size: Annotated[int | None, typer.Option(
         "--batch-size", help="Windows per batch. \\[default: 32]")] = None,
@@ -146,7 +159,7 @@ def pretrain(
         cell=cell, embed_dim=embed_dim, hidden_size=hidden_size, layers=layers,
         bidirectional=bidirectional, dropout=dropout, gate_bias=gate_bias,
         embed_dropout=embed_dropout, input_dropout=input_dropout, hidden_dropout=hidden_dropout,
-        weight_dropout=weight_dropout))
+        weight_dropout=weight_dropout, softmax=softmax, samples=samples))
     split_names = None if splits is None else [s.strip() for s in splits.split(",") if s.strip()]
     apply_overrides(config.data, dict(
         dataset=dataset, data_dir=data_dir, splits=split_names, text_files=text_files,

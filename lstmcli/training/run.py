@@ -152,7 +152,7 @@ def open_resume(
     shortens the run, never to before the interrupted epoch."""
     state = load_resume(run_dir, command)
     try:
-        config = kind.from_dict(state.config, source=str(run_dir / "resume.json"))
+        config = kind.from_run(state.config, source=str(run_dir / "resume.json"))
     except (KeyError, TypeError) as error:
         raise CheckpointError(f"the resumable state in {run_dir} lacks {error}") from None
     if epochs is not None:
