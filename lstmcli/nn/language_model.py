@@ -25,12 +25,15 @@ is one shortlist and a one-word cluster, the least a torch adaptive softmax allo
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
 from lstmcli.config import ModelConfig
 from lstmcli.errors import ConfigError
-from lstmcli.nn.recurrent import length_mask
+from lstmcli.nn.recurrent import autocast_dtype, length_mask
 from lstmcli.nn.text_encoder import TextEncoder
 
 CUTOFFS = (2000, 10000)  # word ids: the head's shortlist, then the first tail cluster
@@ -97,15 +100,29 @@ class LanguageModel(TextEncoder):
 
     def loss(self, features: Tensor, targets: Tensor) -> Tensor:
         """Mean negative log-likelihood (nats per predicted token): the training loss."""
-        return self.head(features, targets).loss
+        with _float32(features):
+            return self.head(features.float(), targets).loss
 
     def nll(self, ids: Tensor, lengths: Tensor) -> Tensor:
         """The negative log-likelihood of every predicted token (N,)."""
-        return -self.head(self(ids, lengths), self.targets(ids, lengths)).output
+        features = self(ids, lengths)
+        with _float32(features):
+            return -self.head(features.float(), self.targets(ids, lengths)).output
 
     def log_probs(self, ids: Tensor, lengths: Tensor) -> Tensor:
         """The full distribution over the vocabulary at every predicting position (N, V)."""
-        return self.head.log_prob(self(ids, lengths))
+        features = self(ids, lengths)
+        with _float32(features):
+            return self.head.log_prob(features.float())
+
+
+def _float32(features: Tensor) -> contextlib.AbstractContextManager[Any]:
+    """Autocast off for the adaptive softmax: it writes each cluster's log-probabilities into a
+    buffer of its input's dtype, which under autocast is float32 for some and 16-bit for others
+    (an error), or 16-bit for all (a loss rounded to three digits)."""
+    if autocast_dtype(features.device.type) is None:
+        return contextlib.nullcontext()
+    return torch.autocast(features.device.type, enabled=False)
 
 
 def _predicts(ids: Tensor, lengths: Tensor) -> Tensor:
