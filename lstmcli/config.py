@@ -26,7 +26,9 @@ MAX_GATE_BIAS = 30.0  # sigmoid(30) is 1 in float32: larger biases change nothin
 POOLING_CHOICES = ("last", "mean", "max", "concat")
 TRUNCATION_CHOICES = ("head", "tail", "both")  # which max_len tokens of a long text are kept
 OPTIMIZER_CHOICES = ("adam", "adamw")
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")  # auto: cuda, then mps, then cpu
+# Training arithmetic (lstmcli.training.precision): float32, or autocast to bfloat16 / float16.
+PRECISION_CHOICES = ("fp32", "bf16", "fp16")
 LR_SCHEDULES = ("constant", "cosine", "onecycle", "plateau", "slanted")  # training.schedule
 DROPOUTS = ("embed_dropout", "input_dropout", "hidden_dropout", "weight_dropout")  # [model]
 MAX_DISCRIMINATIVE_LR = 100.0  # ULMFiT's 2.6 per layer; beyond this lower layers never learn
@@ -155,6 +157,7 @@ class TrainConfig:
     clip_norm: float = 5.0  # 0 disables clipping (the norm is still measured)
     seed: int = 0
     device: str = "auto"
+    precision: str = "fp32"  # PRECISION_CHOICES; the weights stay float32 whatever it is
     output: str | None = None  # run directory; default runs/<time>-<cell>
     threads: int | None = None  # CPU threads; None: the CPUs this process may use
     diagnostics: bool = True  # per-step gradient groups and per-epoch flow (off: raw speed)
@@ -188,6 +191,9 @@ class TrainConfig:
             raise ConfigError(
                 f"unknown device {self.device!r}; choose one of: {', '.join(DEVICE_CHOICES)}"
             )
+        if self.precision not in PRECISION_CHOICES:
+            raise ConfigError(f"unknown precision {self.precision!r}; choose one of: "
+                              f"{', '.join(PRECISION_CHOICES)}")
         if self.threads is not None:
             _positive("threads", self.threads)
         if self.lr_schedule not in LR_SCHEDULES:

@@ -18,6 +18,7 @@ from lstmcli.cli.common import (
     LrOpt,
     OptimizerOpt,
     OverwriteOpt,
+    PrecisionOpt,
     QuietOpt,
     SeedOpt,
     TextColumnOpt,
@@ -122,6 +123,7 @@ def pretrain(
         "\\[default: 0]")] = None,
     seed: SeedOpt = None,
     device: Annotated[str | None, device_option(" \\[default: auto]")] = None,
+    precision: PrecisionOpt = None,
     output: Annotated[str | None, typer.Option(
         "--output", "-o", help="Run directory to write (default: runs/<time>-<cell>-lm, or "
         "$LSTM_RUNS_DIR).")] = None,
@@ -167,9 +169,9 @@ def pretrain(
         vocab_size=vocab_size, min_freq=min_freq))
     apply_overrides(config.train, dict(
         epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, weight_decay=weight_decay,
-        clip_norm=clip_norm, seed=seed, device=device, output=output, threads=threads,
-        diagnostics=diagnostics, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
-        patience=patience))
+        clip_norm=clip_norm, seed=seed, device=device, precision=precision, output=output,
+        threads=threads, diagnostics=diagnostics, lr_schedule=lr_schedule,
+        warmup_epochs=warmup_epochs, patience=patience))
     config.validate()
     with display:
         result = run_pretraining(config, display, overwrite=overwrite)

@@ -18,13 +18,16 @@ softmax does not dominate.
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
 from lstmcli.config import LanguageModelConfig
 from lstmcli.errors import ConfigError
 from lstmcli.nn.lm_output import make_output
-from lstmcli.nn.recurrent import length_mask
+from lstmcli.nn.recurrent import autocast_dtype, length_mask
 from lstmcli.nn.text_encoder import TextEncoder
 
 
@@ -73,16 +76,30 @@ class LanguageModel(TextEncoder):
     def loss(self, features: Tensor, targets: Tensor) -> Tensor:
         """The training loss: the mean negative log-likelihood in nats per predicted token, or
         the sampled softmax's estimate of it."""
-        return self.head.loss(features, targets, self.embedding.weight)
+        with _float32(features):
+            return self.head.loss(features.float(), targets, self.embedding.weight)
 
     def nll(self, ids: Tensor, lengths: Tensor) -> Tensor:
         """The negative log-likelihood of every predicted token (N,)."""
         features, targets = self(ids, lengths), self.targets(ids, lengths)
-        return self.head.nll(features, targets, self.embedding.weight)
+        with _float32(features):
+            return self.head.nll(features.float(), targets, self.embedding.weight)
 
     def log_probs(self, ids: Tensor, lengths: Tensor) -> Tensor:
         """The full distribution over the vocabulary at every predicting position (N, V)."""
-        return self.head.log_probs(self(ids, lengths), self.embedding.weight)
+        features = self(ids, lengths)
+        with _float32(features):
+            return self.head.log_probs(features.float(), self.embedding.weight)
+
+
+def _float32(features: Tensor) -> contextlib.AbstractContextManager[Any]:
+    """Autocast off for the output layer: the adaptive softmax writes each cluster's
+    log-probabilities into a buffer of its input's dtype, which under autocast is float32 for
+    some and 16-bit for others (an error), or 16-bit for all (a loss rounded to three digits);
+    the sampled one's log of a sum of exponentials wants float32 as much."""
+    if autocast_dtype(features.device.type) is None:
+        return contextlib.nullcontext()
+    return torch.autocast(features.device.type, enabled=False)
 
 
 def _predicts(ids: Tensor, lengths: Tensor) -> Tensor:

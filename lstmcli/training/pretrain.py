@@ -33,13 +33,14 @@ from lstmcli.data.batching import bucket_batches, iterate_batches
 from lstmcli.data.corpus import MAX_DOCUMENT_TOKENS, Corpus, load_corpus, windows
 from lstmcli.data.registry import DATA_DIR_ENV
 from lstmcli.data.tokenizer import Tokenizer, encode_cached
-from lstmcli.device import process_rank, resolve_device
+from lstmcli.device import describe_device, process_rank, resolve_device
 from lstmcli.errors import CheckpointError, DataError
 from lstmcli.nn.language_model import LanguageModel
 from lstmcli.rundir import claim
 from lstmcli.runs import LANGUAGE_MODEL, TOKENIZER_FILE, new_run_dir, save_checkpoint
 from lstmcli.training.callbacks import Callbacks
 from lstmcli.training.loop import EpochTask, run_epochs
+from lstmcli.training.precision import Precision, check_precision
 from lstmcli.training.resume import (
     ResumeState,
     StopFlag,
@@ -75,6 +76,7 @@ def pretrain(
     config.validate()
     rank, _ = process_rank()
     device = resolve_device(config.train.device, config.train.threads)
+    check_precision(config.train.precision, device)  # before anything is read or written
     rng = seed_everything(config.train.seed)
     run_dir = new_run_dir(config.train.output, f"{config.model.cell}-lm", overwrite)
     _absolute_paths(config)
@@ -104,6 +106,7 @@ def resume_pretrain(
     run_dir = Path(run_dir)
     state, config = open_resume(run_dir, "pretrain", PretrainConfig, epochs)
     device = resolve_device(config.train.device, config.train.threads)
+    check_precision(config.train.precision, device)
     rng = seed_everything(config.train.seed)
     corpus = load_corpus(config.data, seed=config.train.seed)
     tokenizer = Tokenizer.load(run_dir / TOKENIZER_FILE)
@@ -155,7 +158,8 @@ class LanguageModelTask(EpochTask):
     def __init__(self, config: PretrainConfig, train_windows: list[np.ndarray],
                  val_windows: list[np.ndarray], device: torch.device) -> None:
         self.language_model = LanguageModel(config.model).to(device)
-        super().__init__(self.language_model, np.array([len(w) for w in train_windows]))
+        super().__init__(self.language_model, np.array([len(w) for w in train_windows]),
+                         Precision(config.train.precision, device))
         self.config, self.device = config, device
         self.train_windows, self.val_windows = train_windows, val_windows
 
@@ -177,7 +181,8 @@ class LanguageModelTask(EpochTask):
 
     def save(self, run_dir: Path, best: dict[str, Any]) -> None:
         save_checkpoint(run_dir, self.model, self.config, [],
-                        {"kind": LANGUAGE_MODEL, "best": best})
+                        {"kind": LANGUAGE_MODEL, "best": best,
+                         "device": describe_device(self.device)})
 
 
 @torch.no_grad()
@@ -190,7 +195,7 @@ def evaluate(model: LanguageModel, sequences: Sequence[np.ndarray],
     for _, ids, lengths, _ in iterate_batches(sequences, bucket_batches(
             [len(s) for s in sequences], EVAL_BATCH), device):
         nll = model.nll(ids, lengths)  # (N,)
-        total += float(nll.double().sum())
+        total += float(nll.detach().cpu().double().sum())  # float64: not on every device (MPS)
         count += nll.numel()
     model.train(was_training)
     return total / max(count, 1)
@@ -209,7 +214,8 @@ def _finish(
     info = {
         "kind": LANGUAGE_MODEL,
         "run_dir": str(run_dir),
-        "device": str(task.device),
+        "device": describe_device(task.device),
+        "precision": config.train.precision,
         "dataset": corpus.name,
         "train_size": len(corpus.train),
         "validation_size": len(corpus.validation),

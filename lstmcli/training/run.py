@@ -31,7 +31,7 @@ from lstmcli.data.batching import iterate_batches
 from lstmcli.data.registry import absolute_data_paths
 from lstmcli.data.splits import DatasetSplits, load_splits
 from lstmcli.data.tokenizer import Tokenizer, encode_cached
-from lstmcli.device import process_rank, resolve_device
+from lstmcli.device import describe_device, process_rank, resolve_device
 from lstmcli.diagnostics.flow import diagnostic_batch, measure_flow
 from lstmcli.errors import CheckpointError
 from lstmcli.nn.classifier import SentimentClassifier, predict_logits
@@ -49,6 +49,7 @@ from lstmcli.training import finetune
 from lstmcli.training.callbacks import Callbacks
 from lstmcli.training.loop import EpochTask, run_epochs
 from lstmcli.training.optim import training_loss
+from lstmcli.training.precision import Precision, check_precision
 from lstmcli.training.resume import (
     ResumeState,
     StopFlag,
@@ -90,6 +91,7 @@ def train(
     config.validate()
     rank, world_size = process_rank()
     device = resolve_device(config.train.device, config.train.threads)
+    check_precision(config.train.precision, device)  # before anything is read or written
     rng = seed_everything(config.train.seed)
     run_dir = new_run_dir(config.train.output, config.model.cell, overwrite)
     pretrained = None
@@ -129,6 +131,7 @@ def resume(
     run_dir = Path(run_dir)
     state, config = open_resume(run_dir, "train", Config, epochs)
     device = resolve_device(config.train.device, config.train.threads)
+    check_precision(config.train.precision, device)
     rng = seed_everything(config.train.seed)
     splits = load_splits(config.data, seed=config.train.seed)
     tokenizer = Tokenizer.load(run_dir / TOKENIZER_FILE)
@@ -186,7 +189,8 @@ class ClassifierTask(EpochTask):
     def __init__(self, config: Config, splits: DatasetSplits,
                  encoded: dict[str, list[np.ndarray]], device: torch.device) -> None:
         super().__init__(SentimentClassifier(config.model).to(device),
-                         np.array([len(ids) for ids in encoded["train"]]))
+                         np.array([len(ids) for ids in encoded["train"]]),
+                         Precision(config.train.precision, device))
         self.config, self.splits, self.encoded, self.device = config, splits, encoded, device
         self.groups = finetune.layer_groups(self.model)
         self.train_loss = training_loss(config.train)
@@ -232,7 +236,7 @@ class ClassifierTask(EpochTask):
 
     def save(self, run_dir: Path, best: dict[str, Any]) -> None:
         save_checkpoint(run_dir, self.model, self.config, self.splits.label_names,
-                        {"best": best})
+                        {"best": best, "device": describe_device(self.device)})
 
 
 def _finish(
@@ -249,8 +253,9 @@ def _finish(
     epochs = run_epochs(task, config, callbacks, run_dir, rng, start, stop, info)
     test_accuracy = None
     if process_rank()[0] == 0:
-        test_accuracy = _final_test(run_dir, task.model, config, task.splits, task.encoded,
-                                    task.device)
+        with task.precision.autocast():  # measured as validation was
+            test_accuracy = _final_test(run_dir, task.model, config, task.splits, task.encoded,
+                                        task.device)
         clear_resume(run_dir)
         remember_latest(run_dir)
     return TrainResult(run_dir, epochs.best["epoch"], epochs.best["val_accuracy"], test_accuracy,
@@ -296,7 +301,8 @@ def _start_info(
 ) -> dict[str, Any]:
     return {
         "run_dir": str(run_dir),
-        "device": str(device),
+        "device": describe_device(device),
+        "precision": config.train.precision,
         "dataset": splits.name,
         "label_names": splits.label_names,
         "train_size": len(splits.train),

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from lstmcli.errors import TrainingDiverged
 from lstmcli.training.callbacks import Callbacks
+from lstmcli.training.precision import Precision
 
 LossFunction = Callable[[Tensor, Tensor], Tensor]
 
@@ -45,6 +46,7 @@ class EpochProgress:
     tokens: int = 0
     step: int = 0  # optimiser steps done in this epoch
     seconds: float = 0.0
+    skipped: int = 0  # of those, steps fp16's gradient scaler skipped on an overflow
 
 
 class Stopped(Exception):  # noqa: N818 (a request honoured, not an error)
@@ -65,6 +67,7 @@ class EpochStats:
     tokens: int
     steps: int
     seconds: float  # wall time of the training steps alone
+    skipped: int = 0  # steps skipped on an fp16 gradient overflow (lstmcli.training.precision)
 
     @property
     def tokens_per_second(self) -> float:
@@ -122,6 +125,7 @@ class Trainer:
         should_stop: Callable[[], bool] | None = None,
         before_step: Callable[[int, int], None] | None = None,
         measure_accuracy: bool = True,
+        precision: Precision | None = None,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
@@ -135,6 +139,8 @@ class Trainer:
         # False where the model's output is no logits to take an argmax of (a language model's
         # features for its adaptive softmax): the accuracy stays 0.
         self.measure_accuracy = measure_accuracy
+        # Autocast around the forward pass; fp16's loss scaling around backward and the step.
+        self.precision = precision or Precision()
 
     def train_epoch(
         self,
@@ -144,7 +150,8 @@ class Trainer:
         progress: EpochProgress | None = None,
     ) -> EpochStats:
         """One pass: forward, loss, backward, the gradient hook, the optimiser step. Raises
-        Diverged (before stepping) when the loss or the gradient norm is not finite, and Stopped
+        Diverged (before stepping) when the loss or the gradient norm is not finite (but for an
+        overflow that fp16's gradient scaler skips), and Stopped
         (after stepping) when ``should_stop`` says so. ``progress`` continues an epoch whose first
         ``progress.step`` batches were done already (``batches`` then holds the rest)."""
         self.callbacks.on_epoch_start(epoch, steps)
@@ -154,19 +161,24 @@ class Trainer:
         for step, batch in enumerate(batches, start=done.step + 1):
             if self.before_step is not None:
                 self.before_step(epoch, step)
-            logits = self.model(*batch.inputs)  # (B, C) or (B, T, C)
-            loss = self.loss_fn(logits, batch.targets)
+            with self.precision.autocast():
+                logits = self.model(*batch.inputs)  # (B, C) or (B, T, C)
+                loss = self.loss_fn(logits, batch.targets)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            self.precision.backward(loss)
+            self.precision.unscale(self.optimizer)  # the monitor and clipping see true norms
             norm = self.gradients.measure_and_clip()
             value = loss.item()
             if not math.isfinite(value):
                 raise Diverged(epoch, step, "loss", value)
-            if not math.isfinite(norm):
+            if math.isfinite(norm):
+                self.gradients.before_update()
+                self.precision.step(self.optimizer)
+                self.gradients.after_update()
+            elif self.precision.skip():  # an fp16 overflow: no update, a lower loss scale
+                done.skipped += 1
+            else:
                 raise Diverged(epoch, step, "gradient norm", norm)
-            self.gradients.before_update()
-            self.optimizer.step()
-            self.gradients.after_update()
             size = batch.targets.shape[0]
             done.loss_sum += value * size
             if self.measure_accuracy:
@@ -187,4 +199,5 @@ class Trainer:
             tokens=done.tokens,
             steps=done.step,
             seconds=done.seconds,
+            skipped=done.skipped,
         )

@@ -65,7 +65,8 @@ class TrainDisplay(Callbacks):
         return (
             f"[bold]{escape(info['cell'])}[/] on [bold]{escape(printable(info['dataset']))}[/] "
             f"({sizes}), labels {escape(printable(', '.join(info['label_names'])))}, vocabulary "
-            f"{info['vocab_size']:,}, {info['parameters']:,} parameters, {info['device']}"
+            f"{info['vocab_size']:,}, {info['parameters']:,} parameters, {escape(info['device'])} "
+            f"{info.get('precision', 'fp32')}"
         )
 
     def on_start(self, info: dict[str, Any]) -> None:
