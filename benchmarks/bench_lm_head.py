@@ -2,14 +2,15 @@
 
 Two models are timed on the same batches of real text, in alternation (A, B, B, A, ...): the
 language model as `lstm pretrain` builds it, and the same embedding and encoder with the output
-layer (projection + adaptive softmax) replaced by a free loss (the features' mean). A step is
-forward, backward and an Adam update. The output layer's share is 1 - encoder / full; the issue's
-target is that it must not dominate (share < 0.5). The head's cutoffs can be set to compare
-choices (`--cutoffs 2000,10000`); the share of running tokens each cluster receives is printed
-too, since a tail cluster costs only for the tokens that fall in it.
+layer (projection + softmax) replaced by a free loss (the features' mean). A step is forward,
+backward and an Adam update. The output layer's share is 1 - encoder / full; the target is that
+it must not dominate (share < 0.5). `--softmax sampled` (the default, `--samples` draws) or
+`--softmax adaptive`, whose cutoffs can be set to compare choices (`--cutoffs 2000,10000`); the
+share of running tokens each cluster receives is printed too, since a tail cluster costs only for
+the tokens that fall in it.
 
     python benchmarks/bench_lm_head.py --data-dir ../shared/data [--texts 2000] [--rounds 5]
-        [--cutoffs 2000,10000] [--threads N]
+        [--softmax sampled|adaptive] [--samples 256] [--cutoffs 2000,10000] [--threads N]
 """
 
 from __future__ import annotations
@@ -24,12 +25,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from lstmcli.config import ModelConfig
+from lstmcli.config import SOFTMAX_CHOICES, LanguageModelConfig
 from lstmcli.data.batching import bucket_batches, iterate_batches
 from lstmcli.data.corpus import windows
 from lstmcli.data.tokenizer import Tokenizer
 from lstmcli.device import resolve_device
-from lstmcli.nn import language_model
+from lstmcli.nn import lm_output
 from lstmcli.nn.language_model import LanguageModel
 
 
@@ -42,10 +43,12 @@ def main() -> None:
     parser.add_argument("--cutoffs", default=None, help="comma-separated; default: lstmcli's")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--vocab-size", type=int, default=30000)
+    parser.add_argument("--softmax", choices=SOFTMAX_CHOICES, default="sampled")
+    parser.add_argument("--samples", type=int, default=256, help="draws of --softmax sampled")
     args = parser.parse_args()
     device = resolve_device("cpu", args.threads)
     if args.cutoffs:
-        language_model.CUTOFFS = tuple(int(c) for c in args.cutoffs.split(","))
+        lm_output.ADAPTIVE_CUTOFFS = tuple(int(c) for c in args.cutoffs.split(","))
 
     path = Path(args.data_dir) / "imdb" / "unsupervised.parquet"
     texts = pq.read_table(path, columns=["text"]).column("text").to_pylist()[: args.texts]
@@ -56,11 +59,13 @@ def main() -> None:
     index_batches = bucket_batches(lengths, 64, np.random.default_rng(0))[: args.batches]
     batches = [(ids, lens) for _, ids, lens, _ in iterate_batches(pieces, index_batches, device)]
 
-    config = ModelConfig(cell="lstm", embed_dim=128, hidden_size=128, bidirectional=True,
-                         vocab_size=tokenizer.vocab_size)  # configs/imdb_lm.toml's shape
+    config = LanguageModelConfig(  # configs/imdb_lm.toml's shape
+        cell="lstm", embed_dim=128, hidden_size=128, bidirectional=True,
+        vocab_size=tokenizer.vocab_size, softmax=args.softmax, samples=args.samples)
     torch.manual_seed(0)
     full = LanguageModel(config).to(device)
-    cutoffs = full.head.cutoffs[:-1]
+    cutoffs = (full.head.cutoffs[:-1] if args.softmax == "adaptive"
+               else lm_output.adaptive_cutoffs(tokenizer.vocab_size))
     every = np.concatenate(documents)
     bounds = [0, *cutoffs, tokenizer.vocab_size]
     coverage = [float(((every >= lo) & (every < hi)).mean())
@@ -74,7 +79,8 @@ def main() -> None:
         return outputs.mean()
 
     models = {"full": (full, full_step),
-              "encoder only": (LanguageModel(config).to(device), encoder_step)}
+              "encoder only": (LanguageModel(config).to(device),
+                               encoder_step)}
     optimizers = {name: torch.optim.Adam(model.parameters(), lr=1e-3)
                   for name, (model, _) in models.items()}
     tokens = int(sum(int(lens.sum()) for _, lens in batches))
@@ -97,6 +103,8 @@ def main() -> None:
             seconds[name].append(timed(name))
     median = {name: statistics.median(values) for name, values in seconds.items()}
     print(json.dumps({
+        "softmax": args.softmax,
+        "samples": args.samples if args.softmax == "sampled" else None,
         "cutoffs": list(cutoffs),
         "vocab_size": tokenizer.vocab_size,
         "token_share_per_cluster": [round(share, 4) for share in coverage],

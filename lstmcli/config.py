@@ -26,12 +26,15 @@ MAX_GATE_BIAS = 30.0  # sigmoid(30) is 1 in float32: larger biases change nothin
 POOLING_CHOICES = ("last", "mean", "max", "concat")
 TRUNCATION_CHOICES = ("head", "tail", "both")  # which max_len tokens of a long text are kept
 OPTIMIZER_CHOICES = ("adam", "adamw")
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")  # auto: cuda, then mps, then cpu
+# Training arithmetic (lstmcli.training.precision): float32, or autocast to bfloat16 / float16.
+PRECISION_CHOICES = ("fp32", "bf16", "fp16")
 LR_SCHEDULES = ("constant", "cosine", "onecycle", "plateau", "slanted")  # training.schedule
 DROPOUTS = ("embed_dropout", "input_dropout", "hidden_dropout", "weight_dropout")  # [model]
 MAX_DISCRIMINATIVE_LR = 100.0  # ULMFiT's 2.6 per layer; beyond this lower layers never learn
 ENGINE_CHOICES = ("auto", "numpy", "torch")  # `lstm predict --engine`
 EXPORT_FORMATS = ("onnx", "torchscript")  # `lstm export --format`
+SOFTMAX_CHOICES = ("sampled", "adaptive")  # a language model's output layer (nn.lm_output)
 # --engine auto's limit for numpy on the CPU: beyond it torch's import time (seconds) is small
 # beside the work, and torch's fused kernels do each step in one call where numpy makes several.
 NUMPY_MAX_TEXTS = 64
@@ -82,6 +85,21 @@ class ModelConfig:
         if self.gate_bias is not None and not -MAX_GATE_BIAS <= self.gate_bias <= MAX_GATE_BIAS:
             raise ConfigError(f"gate_bias must be a number in [-{MAX_GATE_BIAS:g}, "
                               f"{MAX_GATE_BIAS:g}], got {self.gate_bias}")
+
+
+@dataclass
+class LanguageModelConfig(ModelConfig):
+    """[model] of `lstm pretrain`: the encoder's architecture and the output layer's."""
+
+    softmax: str = "sampled"  # tied to the embedding, trained by sampling; or adaptive
+    samples: int = 256  # words drawn per step by the sampled softmax
+
+    def validate(self) -> None:
+        super().validate()
+        if self.softmax not in SOFTMAX_CHOICES:
+            raise ConfigError(f"unknown softmax {self.softmax!r}; choose one of: "
+                              f"{', '.join(SOFTMAX_CHOICES)}")
+        _positive("samples", self.samples)
 
 
 @dataclass
@@ -139,6 +157,7 @@ class TrainConfig:
     clip_norm: float = 5.0  # 0 disables clipping (the norm is still measured)
     seed: int = 0
     device: str = "auto"
+    precision: str = "fp32"  # PRECISION_CHOICES; the weights stay float32 whatever it is
     output: str | None = None  # run directory; default runs/<time>-<cell>
     threads: int | None = None  # CPU threads; None: the CPUs this process may use
     diagnostics: bool = True  # per-step gradient groups and per-epoch flow (off: raw speed)
@@ -172,6 +191,9 @@ class TrainConfig:
             raise ConfigError(
                 f"unknown device {self.device!r}; choose one of: {', '.join(DEVICE_CHOICES)}"
             )
+        if self.precision not in PRECISION_CHOICES:
+            raise ConfigError(f"unknown precision {self.precision!r}; choose one of: "
+                              f"{', '.join(PRECISION_CHOICES)}")
         if self.threads is not None:
             _positive("threads", self.threads)
         if self.lr_schedule not in LR_SCHEDULES:
@@ -220,6 +242,11 @@ class _Sections:
             apply_overrides(getattr(config, section), values, source=f"{source} [{section}]")
         return config
 
+    @classmethod
+    def from_run(cls, raw: dict[str, Any], source: str = "config") -> Self:
+        """The config a run stored (PretrainConfig reads older runs' defaults)."""
+        return cls.from_dict(raw, source)
+
 
 @dataclass
 class Config(_Sections):
@@ -267,7 +294,7 @@ class CorpusConfig:
 class PretrainConfig(_Sections):
     """`lstm pretrain`: the encoder's architecture, the unlabelled corpus, the optimisation."""
 
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: LanguageModelConfig = field(default_factory=LanguageModelConfig)
     data: CorpusConfig = field(default_factory=CorpusConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -288,6 +315,15 @@ class PretrainConfig(_Sections):
             raise ConfigError(f"[train] {', '.join(given)} apply to fine-tuning (lstm train "
                               "--init-from), not to pretraining; remove them")
         return self
+
+    @classmethod
+    def from_run(cls, raw: dict[str, Any], source: str = "config") -> Self:
+        """The config a run stored: one written before [model] softmax existed trained the
+        adaptive softmax, whose weights its checkpoint holds."""
+        model = raw.get("model")
+        if isinstance(model, dict) and "softmax" not in model:
+            raw = {**raw, "model": {**model, "softmax": "adaptive"}}
+        return cls.from_dict(raw, source)
 
 
 def _legacy_forget_bias(values: dict[str, Any], cell: str) -> dict[str, Any]:

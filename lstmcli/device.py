@@ -82,17 +82,22 @@ def _others_running(samples: int = 5, interval: float = 0.01) -> int:
 
 
 def resolve_device(name: str, threads: int | None = None) -> torch.device:
-    """auto (CUDA when torch sees one, else CPU), cpu or cuda; ConfigError for an absent CUDA.
-    On CPU also flushes denormals and sets the thread count (``threads``, else
-    default_threads())."""
+    """auto (CUDA when torch sees one, else Apple's MPS when it is there, else the CPU), cpu,
+    cuda or mps; ConfigError for an accelerator torch cannot use here. On CPU also flushes
+    denormals and sets the thread count (``threads``, else default_threads())."""
     import torch
 
     if name == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = torch.device("cuda" if torch.cuda.is_available() else
+                              "mps" if mps_available() else "cpu")
     elif name == "cuda" and not torch.cuda.is_available():
         raise ConfigError(
             "--device cuda asked for, but torch sees no CUDA device; use --device cpu"
         )
+    elif name == "mps" and not mps_available():
+        raise ConfigError("--device mps asked for, but torch cannot use Apple's MPS here (it needs "
+                          "Apple silicon, a recent macOS and a torch built with MPS); use "
+                          "--device cpu")
     else:
         device = torch.device(name)
     if device.type == "cpu":
@@ -101,26 +106,42 @@ def resolve_device(name: str, threads: int | None = None) -> torch.device:
     return device
 
 
+def mps_available() -> bool:
+    """Whether torch can use Apple's GPU (MPS) here."""
+    import torch
+
+    backend = getattr(torch.backends, "mps", None)
+    return backend is not None and backend.is_available()
+
+
+def describe_device(device: torch.device) -> str:
+    """The device as a run records it: "cpu", "mps", or "cuda (NVIDIA H200)" with the GPU's
+    name, so that a run's timings can be read against the hardware that made them."""
+    if device.type != "cuda":
+        return device.type
+    import torch
+
+    return f"{device.type} ({torch.cuda.get_device_name(device)})"
+
+
 # Device files that a GPU driver torch can use creates on Linux: NVIDIA (native and WSL) and ROCm.
-# Without any of them torch.cuda.is_available() is False, so there is no need to import torch to
-# hear it say so.
+# Without any of them torch.cuda.is_available() is False (and Linux has no MPS), so there is no
+# need to import torch to hear it say so.
 _GPU_DRIVER_FILES = ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/dxg", "/dev/kfd")
 
 
 def resolve_device_name(name: str) -> str:
-    """resolve_device(name) as a string ("cpu", "cuda"), importing torch only when the answer may
-    not be the CPU: `--device cpu`, and `--device auto` on a machine without a GPU driver (or on
-    macOS, where torch has no CUDA), are answered without it."""
+    """resolve_device(name) as a string ("cpu", "cuda", "mps"), importing torch only when the
+    answer may not be the CPU: `--device cpu`, and `--device auto` on a Linux machine without a
+    GPU driver, are answered without it."""
     if name == "cpu":
         return "cpu"
-    if name == "auto" and not _may_have_cuda():
+    if name == "auto" and not _may_have_accelerator():
         return "cpu"
     return str(resolve_device(name))
 
 
-def _may_have_cuda() -> bool:
-    if sys.platform == "darwin":
-        return False
+def _may_have_accelerator() -> bool:
     if sys.platform.startswith("linux"):
         return any(Path(path).exists() for path in _GPU_DRIVER_FILES)
-    return True  # elsewhere (Windows) only torch can tell
+    return True  # elsewhere (macOS: MPS; Windows: CUDA) only torch can tell

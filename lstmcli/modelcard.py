@@ -154,8 +154,9 @@ def _language_model_card(run_dir: Path, argv: list[str], meta: dict[str, Any]) -
 
 def _config_and_provenance(config: dict[str, Any], argv: list[str],
                            meta: dict[str, Any]) -> list[str]:
-    """The end of every card: the config, the command that made the run, the versions, the git
-    commit of the code and when the weights were saved."""
+    """The end of every card: the config, the command that made the run, the versions, the
+    device and precision it trained in, the git commit of the code and when the weights were
+    saved."""
     commit = git_commit(Path(__file__).resolve().parent)
     processes = meta.get("distributed") or {}
     return [
@@ -173,6 +174,8 @@ def _config_and_provenance(config: dict[str, Any], argv: list[str],
         "",
         f"- lstmcli {meta.get('lstmcli_version', __version__)}, torch "
         f"{meta.get('torch_version', '?')}, Python {platform.python_version()}",
+        f"- trained on {meta.get('device', 'an unrecorded device')}, precision "
+        f"{config['train'].get('precision', 'fp32')} (float32 weights)",
         f"- git commit: `{commit}`" if commit else "- git commit: not inside a git checkout",
         *([f"- trained by {processes.get('world_size')} processes under torchrun "
            f"({processes.get('backend')}); the batch size is the global batch"]

@@ -31,13 +31,15 @@ def help_of(*command: str) -> str:
     ("train", "--pooling", ["last", "mean", "max", "concat"]),
     ("train", "--optimizer", ["adam", "adamw"]),
     ("train", "--truncation", ["head", "tail", "both"]),
-    ("train", "--device", ["auto", "cpu", "cuda"]),
+    ("train", "--device", ["auto", "cpu", "cuda", "mps"]),
+    ("train", "--precision", ["fp32", "bf16", "fp16"]),
+    ("pretrain", "--precision", ["fp32", "bf16", "fp16"]),
     ("eval", "--split", ["train", "validation", "test", "all"]),
-    ("eval", "--device", ["auto", "cpu", "cuda"]),
+    ("eval", "--device", ["auto", "cpu", "cuda", "mps"]),
     ("predict", "--engine", ["auto", "numpy", "torch"]),
-    ("predict", "--device", ["auto", "cpu", "cuda"]),
+    ("predict", "--device", ["auto", "cpu", "cuda", "mps"]),
     ("diagnose", "--cell", cell_names()),
-    ("explain", "--device", ["auto", "cpu", "cuda"]),
+    ("explain", "--device", ["auto", "cpu", "cuda", "mps"]),
 ])
 def test_help_shows_the_choices(command, flag, choices):
     line = next(line for line in help_of(command).splitlines()

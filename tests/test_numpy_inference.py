@@ -180,7 +180,7 @@ def test_device_names_that_need_no_torch(monkeypatch):
     from lstmcli import device
 
     assert device.resolve_device_name("cpu") == "cpu"
-    monkeypatch.setattr(device, "_may_have_cuda", lambda: False)
+    monkeypatch.setattr(device, "_may_have_accelerator", lambda: False)
     assert device.resolve_device_name("auto") == "cpu"
 
 

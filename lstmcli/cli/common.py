@@ -189,6 +189,18 @@ def device_option(default_help: str = "") -> Any:
                          help=f"Where the model runs.{default_help}")
 
 
+def _precision_choices() -> tuple[str, ...]:
+    from lstmcli.config import PRECISION_CHOICES
+
+    return PRECISION_CHOICES
+
+
+PrecisionOpt = Annotated[str | None, choice_option(
+    "--precision", choices=_precision_choices, help="Arithmetic of the training steps and of "
+    "training's validation: autocast to bfloat16 or float16 (with loss scaling); the weights "
+    "stay float32, and predict/eval run float32. \\[default: fp32]")]
+
+
 def _optimizer_choices() -> tuple[str, ...]:
     from lstmcli.config import OPTIMIZER_CHOICES
 

@@ -18,6 +18,7 @@ from lstmcli.cli.common import (
     LrOpt,
     OptimizerOpt,
     OverwriteOpt,
+    PrecisionOpt,
     QuietOpt,
     SeedOpt,
     TextColumnOpt,
@@ -33,7 +34,13 @@ from lstmcli.cli.common import (
     print_json,
     refuse_with_resume,
 )
-from lstmcli.config import LR_SCHEDULES, PretrainConfig, apply_overrides, load_config
+from lstmcli.config import (
+    LR_SCHEDULES,
+    SOFTMAX_CHOICES,
+    PretrainConfig,
+    apply_overrides,
+    load_config,
+)
 from lstmcli.nn.cells import cell_names
 
 
@@ -92,6 +99,13 @@ def pretrain(
     input_dropout: InputDropoutOpt = None,
     hidden_dropout: HiddenDropoutOpt = None,
     weight_dropout: WeightDropoutOpt = None,
+    softmax: Annotated[str | None, choice_option(
+        "--softmax", choices=lambda: SOFTMAX_CHOICES, help="Output layer: sampled (tied to the "
+        "embedding, trained on --samples drawn words per step; exact for validation) or "
+        "adaptive (torch's adaptive softmax). \\[default: sampled]")] = None,
+    samples: Annotated[int | None, typer.Option(
+        "--samples", help="Words drawn per step by --softmax sampled; more is closer to the "
+        "full softmax and slower. \\[default: 256]")] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="\\[default: 10]")] = None,
     batch_size: Annotated[int | None, typer.Option(
         "--batch-size", help="Windows per batch. \\[default: 32]")] = None,
@@ -109,6 +123,7 @@ def pretrain(
         "\\[default: 0]")] = None,
     seed: SeedOpt = None,
     device: Annotated[str | None, device_option(" \\[default: auto]")] = None,
+    precision: PrecisionOpt = None,
     output: Annotated[str | None, typer.Option(
         "--output", "-o", help="Run directory to write (default: runs/<time>-<cell>-lm, or "
         "$LSTM_RUNS_DIR).")] = None,
@@ -149,7 +164,7 @@ def pretrain(
         cell=cell, embed_dim=embed_dim, hidden_size=hidden_size, layers=layers,
         bidirectional=bidirectional, dropout=dropout, gate_bias=gate_bias,
         embed_dropout=embed_dropout, input_dropout=input_dropout, hidden_dropout=hidden_dropout,
-        weight_dropout=weight_dropout))
+        weight_dropout=weight_dropout, softmax=softmax, samples=samples))
     split_names = None if splits is None else [s.strip() for s in splits.split(",") if s.strip()]
     apply_overrides(config.data, dict(
         dataset=dataset, data_dir=data_dir, splits=split_names, text_files=text_files,
@@ -157,9 +172,9 @@ def pretrain(
         vocab_size=vocab_size, min_freq=min_freq))
     apply_overrides(config.train, dict(
         epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, weight_decay=weight_decay,
-        clip_norm=clip_norm, seed=seed, device=device, output=output, threads=threads,
-        diagnostics=diagnostics, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
-        patience=patience))
+        clip_norm=clip_norm, seed=seed, device=device, precision=precision, output=output,
+        threads=threads, diagnostics=diagnostics, lr_schedule=lr_schedule,
+        warmup_epochs=warmup_epochs, patience=patience))
     config.validate()
     with display:
         result = run_pretraining(config, display, overwrite=overwrite)

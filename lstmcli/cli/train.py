@@ -28,6 +28,7 @@ from lstmcli.cli.common import (
     MaxTrainOpt,
     OptimizerOpt,
     OverwriteOpt,
+    PrecisionOpt,
     QuietOpt,
     SeedOpt,
     TextColumnOpt,
@@ -131,6 +132,7 @@ def train(
         "\\[default: 0]")] = None,
     seed: SeedOpt = None,
     device: Annotated[str | None, device_option(" \\[default: auto]")] = None,
+    precision: PrecisionOpt = None,
     output: Annotated[str | None, typer.Option(
         "--output", "-o", help="Run directory to write (default: runs/<time>-<cell>, or "
         "$LSTM_RUNS_DIR).")] = None,
@@ -189,7 +191,7 @@ def train(
     apply_overrides(config.train, dict(
         epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
         weight_decay=weight_decay, label_smoothing=label_smoothing, clip_norm=clip_norm,
-        seed=seed, device=device, output=output, threads=threads,
+        seed=seed, device=device, precision=precision, output=output, threads=threads,
         diagnostics=diagnostics, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
         patience=patience, init_from=init_from, discriminative_lr=discriminative_lr,
         gradual_unfreeze=gradual_unfreeze))

@@ -138,9 +138,12 @@ class _PeepholeRecurrence(torch.autograd.Function):
         grad_z = gates.new_empty(steps, batch, 4, hidden)  # (T, B, 4, H)
         grad_h = gates.new_zeros(batch, hidden)  # (B, H) dL/dh_t
         grad_c = gates.new_zeros(batch, hidden)  # (B, H) dL/dc_t from step t+1 on
-        # The peephole gradients, summed over steps here while the operands are in cache.
-        grad_peephole_if = gates.new_zeros(batch, 2, hidden)  # (B, 2, H)
-        grad_peephole_o = gates.new_zeros(batch, hidden)  # (B, H)
+        # The peephole gradients, summed over steps here while the operands are in cache; in
+        # float32 at least, also where autocast runs the recurrence in 16 bits: a sum of T terms
+        # in bfloat16 would keep barely two significant digits.
+        total = torch.promote_types(gates.dtype, torch.float32)
+        grad_peephole_if = gates.new_zeros(batch, 2, hidden, dtype=total)  # (B, 2, H)
+        grad_peephole_o = gates.new_zeros(batch, hidden, dtype=total)  # (B, H)
         scratch = gates.new_empty(batch, hidden)  # (B, H)
         scratch_if = gates.new_empty(batch, 2, hidden)  # (B, 2, H)
         rows = (grad_h, grad_c, grad_c.unsqueeze(1), grad_peephole_if, grad_peephole_o, scratch,

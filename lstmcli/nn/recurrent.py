@@ -178,24 +178,43 @@ class CellModule(nn.Module):
 
     def run_fused(self, x: Tensor, lengths: Tensor) -> Tensor:
         """All steps of a padded batch (B, T, I) with lengths (B,) through the cell's fast path
-        -> outputs (B, T, H), zero at padding."""
+        -> outputs (B, T, H), zero at padding.
+
+        Under autocast the whole recurrence runs in autocast's dtype: the input and this pass's
+        weights are cast once, and the kernel runs with autocast off. Left to autocast, a kernel
+        would meet operands of two dtypes (its in-place steps, float32 weights beside a bfloat16
+        input: the peephole recurrence fails so), or autocast would cast inside the kernel
+        (oneDNN's LSTM then finds no bfloat16 primitive on a CPU without bfloat16 instructions).
+        The float32 parameters get their gradients back through the casts."""
+        params: CellModule | ParamsView = self.pass_params()
+        device = x.device.type
+        dtype = autocast_dtype(device)
+        if dtype is None:
+            return self._run_fast_path(params, x, lengths)
+        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", *self.spec.vectors)
+        lowered = ParamsView(self, **{name: getattr(params, name).to(dtype) for name in names})
+        with torch.autocast(device, enabled=False):
+            return self._run_fast_path(lowered, x.to(dtype), lengths)
+
+    def _run_fast_path(
+        self, params: CellModule | ParamsView, x: Tensor, lengths: Tensor
+    ) -> Tensor:
         spec = self.spec
-        params = self.pass_params()
         if spec.kernel is None:
             if spec.fused_function is None:
                 raise RuntimeError(f"cell {self.name!r} has no fused path")
             return getattr(fused, spec.fused_function)(params, x, lengths)
         if spec.kernel_rows is None and params is self:
             outputs, _ = self.kernel(x)  # (B, T, H)
-        elif spec.kernel_rows is None:
-            # The kernel with this pass's dropped W_hh in place of its own, its other weights
-            # as they are.
-            outputs, _ = torch.func.functional_call(
-                self.kernel, {"weight_hh_l0": params.weight_hh}, (x,))  # (B, T, H)
         else:
-            weights = {f"{name}_l0": spec.kernel_rows(TORCH_OPS, getattr(params, name))
+            # The kernel called with this pass's weights in place of its own: the dropped W_hh
+            # of weight dropout, weights cast for autocast, or (kernel_rows) the kernel's rows
+            # built from the cell's own.
+            kernel = self.kernel if spec.kernel_rows is None else self.tied_kernel
+            rows = spec.kernel_rows or (lambda ops, tensor: tensor)
+            weights = {f"{name}_l0": rows(TORCH_OPS, getattr(params, name))
                        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
-            outputs, _ = torch.func.functional_call(self.tied_kernel, weights, (x,))  # (B, T, H)
+            outputs, _ = torch.func.functional_call(kernel, weights, (x,))  # (B, T, H)
         # Padding comes after every real step, so it never reaches a real output; only the
         # outputs at padding itself need clearing.
         return outputs * length_mask(lengths, x.shape[1]).unsqueeze(-1)
@@ -203,6 +222,15 @@ class CellModule(nn.Module):
 
 # observer(t, state, gates, mask) sees every step of the step-wise path (diagnostics).
 StepObserver = Callable[[int, State, dict[str, Tensor], Tensor], None]
+
+
+def autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The dtype autocast computes in on this kind of device now, or None where it is off."""
+    if not torch.amp.is_autocast_available(device_type):
+        return None
+    if not torch.is_autocast_enabled(device_type):
+        return None
+    return torch.get_autocast_dtype(device_type)
 
 
 def length_mask(lengths: Tensor, max_len: int) -> Tensor:

@@ -71,7 +71,7 @@ def open_pretrained(path: str | Path) -> Pretrained:
         raise CheckpointError(f"{flag} is a classifier, not a language model; pass a run "
                               "directory written by `lstm pretrain`")
     try:
-        config = PretrainConfig.from_dict({key: meta[key] for key in ("model", "data", "train")},
+        config = PretrainConfig.from_run({key: meta[key] for key in ("model", "data", "train")},
                                           source=str(run_dir / CONFIG_FILE))
     except (KeyError, TypeError) as error:
         raise CheckpointError(f"{run_dir / CONFIG_FILE} lacks {error}; pretrain again") from None

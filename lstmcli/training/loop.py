@@ -42,6 +42,7 @@ from lstmcli.runs import METRICS_FILE
 from lstmcli.training.callbacks import Callbacks
 from lstmcli.training.monitor import GradientMonitor, NormMonitor
 from lstmcli.training.optim import make_optimizer
+from lstmcli.training.precision import Precision
 from lstmcli.training.resume import ResumeState, StopFlag, restore, save_resume
 from lstmcli.training.schedule import Schedule
 from lstmcli.training.trainer import Batch, Diverged, EpochProgress, EpochStats, Stopped, Trainer
@@ -49,8 +50,9 @@ from lstmcli.training.trainer import Batch, Diverged, EpochProgress, EpochStats,
 
 class EpochTask:
     """What one kind of run trains and how an epoch of it is judged; :func:`run_epochs` does the
-    rest. ``model`` is built (on its device) before the task is, and ``lengths`` (N,) are the
-    training sequences' lengths, which the batches are bucketed by."""
+    rest. ``model`` is built (on its device) before the task is, ``lengths`` (N,) are the
+    training sequences' lengths, which the batches are bucketed by, and ``precision`` the
+    arithmetic of the steps and of ``measure`` (default: float32)."""
 
     command = "train"  # the command whose --resume continues the run
     # The parameters (names in the model) that a step may leave without a gradient: averaged
@@ -60,9 +62,11 @@ class EpochTask:
     best_keys: tuple[str, ...] = ("epoch", "val_loss")
     initial_best: dict[str, Any] = {"epoch": 0, "val_loss": math.inf}
 
-    def __init__(self, model: nn.Module, lengths: np.ndarray) -> None:
+    def __init__(self, model: nn.Module, lengths: np.ndarray,
+                 precision: Precision | None = None) -> None:
         self.model = model
         self.lengths = lengths
+        self.precision = precision or Precision()
 
     def optimizer_groups(self) -> list[dict[str, Any]]:
         """The optimiser's parameter groups, each with an ``lr_scale`` (its share of the lr)."""
@@ -83,7 +87,8 @@ class EpochTask:
         raise NotImplementedError
 
     def measure(self, stats: EpochStats) -> dict[str, Any]:
-        """The epoch's training and validation figures (train_loss and val_loss among them)."""
+        """The epoch's training and validation figures (train_loss and val_loss among them);
+        called under the run's autocast."""
         raise NotImplementedError
 
     def diagnose(self) -> dict[str, Any]:
@@ -142,8 +147,9 @@ def run_epochs(
 
     per_step = (lambda epoch, step: set_lr(schedule.step_lr(epoch, step))) \
         if schedule.per_step else None
+    precision = task.precision
     trainer = Trainer(model, optimizer, task.loss, _Averaged(monitor, task, processes),
-                      callbacks, stop, per_step, task.measure_accuracy,
+                      callbacks, stop, per_step, task.measure_accuracy, precision,
                       processes.sums if processes.world_size > 1 else None)
     trainable: list[bool] = []
     best, history = dict(task.initial_best), []
@@ -158,6 +164,7 @@ def run_epochs(
     callbacks.on_start(info)
     if start:
         restore(start, model, optimizer, monitor)  # last: building the model drew from torch's RNG
+        precision.load_state(start.scaler)
 
     stopped_epoch: int | None = None
     for epoch in range(first_epoch, train_cfg.epochs + 1):
@@ -177,7 +184,7 @@ def run_epochs(
         if (processes.sums([float(stop())])[0] > 0) if processes.world_size > 1 else stop():
             _interrupt(run_dir, model, optimizer, monitor, stop, processes, ResumeState(
                 epoch, progress, epoch_rng, best, history, config.to_dict(), None, {}, {},
-                schedule.state(), task.command))
+                schedule.state(), task.command, precision.state()))
         batches = bucket_batches(task.lengths, train_cfg.batch_size, rng)
         parts, weights = process_parts(task, batches, processes)
         try:
@@ -187,19 +194,24 @@ def run_epochs(
         except Stopped as stopped:
             _interrupt(run_dir, model, optimizer, monitor, stop, processes, ResumeState(
                 epoch, stopped.progress, epoch_rng, best, history, config.to_dict(), None, {}, {},
-                schedule.state(), task.command))
+                schedule.state(), task.command, precision.state()))
         except Diverged as error:
             kept = (f"the best checkpoint so far (epoch {best['epoch']}) in {run_dir} is intact"
                     if best["epoch"] else "no checkpoint was written yet")
-            raise TrainingDiverged(f"{error}; {kept}; lower --lr or set --clip-norm") from None
+            fix = "lower --lr or set --clip-norm"
+            if precision.name == "fp16":  # float16 overflows at 65504, bfloat16 as float32 does
+                fix += ", or train with --precision bf16 or fp32"
+            raise TrainingDiverged(f"{error}; {kept}; {fix}") from None
 
         if schedule.per_step:  # the lr the epoch ended with
             lr = schedule.step_lr(epoch, len(batches))
         gradients = monitor.epoch_summary()
+        with precision.autocast():  # validation computes as training does
+            measured = task.measure(stats)
         row = {
             "epoch": epoch,
             "lr": lr,
-            **task.measure(stats),
+            **measured,
             "grad_norm_mean": gradients.pop("grad_norm_mean"),
             "grad_norm_max": gradients.pop("grad_norm_max"),
             "clipped_fraction": gradients.pop("clipped_fraction"),
@@ -210,6 +222,8 @@ def run_epochs(
             **gradients,
             **extra,
         }
+        if precision.scaler is not None:
+            row["skipped_steps"] = stats.skipped  # fp16 overflows: steps without an update
         if len(optimizer.param_groups) > 1:
             row["lr_groups"] = {group["name"]: lr * group["lr_scale"]
                                 for group in optimizer.param_groups}

@@ -37,13 +37,14 @@ from lstmcli.data.batching import bucket_batches, iterate_batches
 from lstmcli.data.corpus import MAX_DOCUMENT_TOKENS, Corpus, load_corpus, windows
 from lstmcli.data.registry import DATA_DIR_ENV
 from lstmcli.data.tokenizer import Tokenizer, encode_cached
-from lstmcli.device import resolve_device
+from lstmcli.device import describe_device, resolve_device
 from lstmcli.errors import CheckpointError, DataError
 from lstmcli.nn.language_model import LanguageModel
 from lstmcli.rundir import claim
 from lstmcli.runs import LANGUAGE_MODEL, TOKENIZER_FILE, new_run_dir, save_checkpoint
 from lstmcli.training.callbacks import Callbacks
 from lstmcli.training.loop import EpochTask, run_epochs
+from lstmcli.training.precision import Precision, check_precision
 from lstmcli.training.resume import (
     ResumeState,
     StopFlag,
@@ -79,6 +80,7 @@ def pretrain(
     callbacks = callbacks or Callbacks()
     config.validate()
     device = resolve_device(config.train.device, config.train.threads)
+    check_precision(config.train.precision, device)  # before anything is read or written
     processes = distributed.start()
     device = processes.place(device, config.train.threads)
     rng = seed_everything(config.train.seed)
@@ -113,8 +115,9 @@ def resume_pretrain(
     state, config, tokenizer = processes.from_rank0(lambda: (
         *open_resume(run_dir, "pretrain", PretrainConfig, epochs),
         Tokenizer.load(run_dir / TOKENIZER_FILE)))
-    device = processes.place(resolve_device(config.train.device, config.train.threads),
-                             config.train.threads)
+    device = resolve_device(config.train.device, config.train.threads)
+    check_precision(config.train.precision, device)
+    device = processes.place(device, config.train.threads)
     rng = seed_everything(config.train.seed)
     corpus = load_corpus(config.data, seed=config.train.seed)
     if tokenizer.vocab_size != config.model.vocab_size:
@@ -163,10 +166,12 @@ class LanguageModelTask(EpochTask):
     def __init__(self, config: PretrainConfig, train_windows: list[np.ndarray],
                  val_windows: list[np.ndarray], device: torch.device) -> None:
         self.language_model = LanguageModel(config.model).to(device)
-        super().__init__(self.language_model, np.array([len(w) for w in train_windows]))
-        # A batch may hold no word of one of the adaptive softmax's tail clusters.
-        self.sometimes_unused = tuple(f"head.{name}" for name, _ in
-                                      self.language_model.head.tail.named_parameters(prefix="tail"))
+        super().__init__(self.language_model, np.array([len(w) for w in train_windows]),
+                         Precision(config.train.precision, device))
+        # A batch may hold no word of one of an adaptive softmax's tail clusters.
+        tail = getattr(self.language_model.head, "tail", None)
+        self.sometimes_unused = () if tail is None else tuple(
+            f"head.{name}" for name, _ in tail.named_parameters(prefix="tail"))
         self.config, self.device = config, device
         self.train_windows, self.val_windows = train_windows, val_windows
 
@@ -197,7 +202,9 @@ class LanguageModelTask(EpochTask):
 
     def save(self, run_dir: Path, best: dict[str, Any]) -> None:
         save_checkpoint(run_dir, self.model, self.config, [],
-                        {"kind": LANGUAGE_MODEL, "best": best, **distributed.current().record()})
+                        {"kind": LANGUAGE_MODEL, "best": best,
+                         "device": describe_device(self.device),
+                         **distributed.current().record()})
 
 
 @torch.no_grad()
@@ -211,7 +218,7 @@ def nll_sums(model: LanguageModel, sequences: Sequence[np.ndarray],
     for _, ids, lengths, _ in iterate_batches(sequences, bucket_batches(
             [len(s) for s in sequences], EVAL_BATCH), device):
         nll = model.nll(ids, lengths)  # (N,)
-        total += float(nll.double().sum())
+        total += float(nll.detach().cpu().double().sum())  # float64: not on every device (MPS)
         count += nll.numel()
     model.train(was_training)
     return total, count
@@ -230,7 +237,8 @@ def _finish(
     info = {
         "kind": LANGUAGE_MODEL,
         "run_dir": str(run_dir),
-        "device": str(task.device),
+        "device": describe_device(task.device),
+        "precision": config.train.precision,
         "dataset": corpus.name,
         "train_size": len(corpus.train),
         "validation_size": len(corpus.validation),

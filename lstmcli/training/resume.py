@@ -6,7 +6,8 @@ The state is two files in the run directory, neither of them pickle:
   of the optimiser's per-parameter state keyed by parameter name (Adam's ``step``, ``exp_avg``,
   ``exp_avg_sq``), the gradient monitor's running sums and torch's RNG state;
 - ``resume.json``: the epoch and the step within it, the epoch's running sums, the best-so-far
-  record, the history rows, the lr schedule's and early stopping's state, the numpy generator's
+  record, the history rows, the lr schedule's and early stopping's state, fp16's gradient
+  scaler (its scale and growth count), the numpy generator's
   state at the start of the epoch (the batch order is rebuilt from it), Python's ``random``
   state, the optimiser's hyperparameters, the config, and the SHA-256 of the tensors file.
 
@@ -32,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from lstmcli.atomic import atomic_write, write_json_atomic
+from lstmcli.device import mps_available
 from lstmcli.distributed import launch as launched_by_torchrun
 from lstmcli.errors import CheckpointError
 from lstmcli.runs import RESUME_STATE_FILE, RESUME_TENSORS_FILE
@@ -100,6 +102,7 @@ class ResumeState:
     tensors: dict[str, Tensor]
     schedule: dict[str, Any] = field(default_factory=dict)  # lr schedule and patience count
     command: str = "train"  # the command that resumes it: train, or pretrain
+    scaler: dict[str, Any] = field(default_factory=dict)  # fp16's GradScaler; {} otherwise
 
 
 def save_resume(
@@ -127,6 +130,8 @@ def save_resume(
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for device, rng in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{device}"] = rng
+    if mps_available():  # dropout masks drawn on Apple's GPU come from its own generator
+        tensors["rng.mps"] = torch.mps.get_rng_state()
     data = save({key: value.detach().cpu().contiguous() for key, value in tensors.items()})
     atomic_write(run_dir / RESUME_TENSORS_FILE, lambda handle: handle.write(data))
 
@@ -145,6 +150,7 @@ def save_resume(
         "monitor": monitor_values,
         "schedule": state.schedule,
         "command": state.command,
+        "scaler": state.scaler,
         "optimizer": {"class": type(optimizer).__name__, "param_groups": groups},
     }
     # Last: the JSON names the tensors it belongs to, so it is the commit of the pair.
@@ -201,6 +207,7 @@ def load_resume(run_dir: Path, command: str = "train") -> ResumeState:
             tensors=tensors,
             schedule=dict(payload.get("schedule") or {}),
             command=written_by,
+            scaler=dict(payload.get("scaler") or {}),
         )
     except (SafetensorError, KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"the resumable state in {run_dir} is incomplete ({error}); "
@@ -241,6 +248,8 @@ def restore(
     cuda = [tensors[key] for key in sorted(tensors) if key.startswith("rng.cuda.")]
     if cuda and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda)
+    if "rng.mps" in tensors and mps_available():
+        torch.mps.set_rng_state(tensors["rng.mps"])
 
 
 def clear_resume(run_dir: Path) -> None:

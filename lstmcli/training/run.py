@@ -37,7 +37,7 @@ from lstmcli.data.batching import iterate_batches
 from lstmcli.data.registry import absolute_data_paths
 from lstmcli.data.splits import DatasetSplits, load_splits
 from lstmcli.data.tokenizer import Tokenizer, encode_cached
-from lstmcli.device import resolve_device
+from lstmcli.device import describe_device, resolve_device
 from lstmcli.diagnostics.flow import diagnostic_batch, measure_flow
 from lstmcli.errors import CheckpointError
 from lstmcli.nn.classifier import SentimentClassifier, predict_logits
@@ -55,6 +55,7 @@ from lstmcli.training import finetune
 from lstmcli.training.callbacks import Callbacks
 from lstmcli.training.loop import EpochTask, run_epochs
 from lstmcli.training.optim import training_loss
+from lstmcli.training.precision import Precision, check_precision
 from lstmcli.training.resume import (
     ResumeState,
     StopFlag,
@@ -96,6 +97,7 @@ def train(
     callbacks = callbacks or Callbacks()
     config.validate()
     device = resolve_device(config.train.device, config.train.threads)
+    check_precision(config.train.precision, device)  # before anything is read or written
     processes = distributed.start()
     device = processes.place(device, config.train.threads)
     rng = seed_everything(config.train.seed)
@@ -139,8 +141,9 @@ def resume(
     # Rank 0's files: the other processes (on other machines, maybe) hear them from it.
     state, config, tokenizer = processes.from_rank0(lambda: (
         *open_resume(run_dir, "train", Config, epochs), Tokenizer.load(run_dir / TOKENIZER_FILE)))
-    device = processes.place(resolve_device(config.train.device, config.train.threads),
-                             config.train.threads)
+    device = resolve_device(config.train.device, config.train.threads)
+    check_precision(config.train.precision, device)
+    device = processes.place(device, config.train.threads)
     rng = seed_everything(config.train.seed)
     splits = load_splits(config.data, seed=config.train.seed)
     if (tokenizer.vocab_size != config.model.vocab_size
@@ -161,7 +164,7 @@ def open_resume(
     shortens the run, never to before the interrupted epoch."""
     state = load_resume(run_dir, command)
     try:
-        config = kind.from_dict(state.config, source=str(run_dir / "resume.json"))
+        config = kind.from_run(state.config, source=str(run_dir / "resume.json"))
     except (KeyError, TypeError) as error:
         raise CheckpointError(f"the resumable state in {run_dir} lacks {error}") from None
     if epochs is not None:
@@ -195,7 +198,8 @@ class ClassifierTask(EpochTask):
     def __init__(self, config: Config, splits: DatasetSplits,
                  encoded: dict[str, list[np.ndarray]], device: torch.device) -> None:
         super().__init__(SentimentClassifier(config.model).to(device),
-                         np.array([len(ids) for ids in encoded["train"]]))
+                         np.array([len(ids) for ids in encoded["train"]]),
+                         Precision(config.train.precision, device))
         self.config, self.splits, self.encoded, self.device = config, splits, encoded, device
         self.groups = finetune.layer_groups(self.model)
         self.train_loss = training_loss(config.train)
@@ -253,7 +257,8 @@ class ClassifierTask(EpochTask):
 
     def save(self, run_dir: Path, best: dict[str, Any]) -> None:
         save_checkpoint(run_dir, self.model, self.config, self.splits.label_names,
-                        {"best": best, **distributed.current().record()})
+                        {"best": best, "device": describe_device(self.device),
+                         **distributed.current().record()})
 
 
 def _finish(
@@ -270,8 +275,9 @@ def _finish(
     epochs = run_epochs(task, config, callbacks, run_dir, rng, start, stop, info)
 
     def last_writes() -> float | None:  # rank 0's; the others wait for them, once
-        test_accuracy = _final_test(run_dir, task.model, config, task.splits, task.encoded,
-                                    task.device)
+        with task.precision.autocast():  # measured as validation was
+            test_accuracy = _final_test(run_dir, task.model, config, task.splits, task.encoded,
+                                        task.device)
         clear_resume(run_dir)
         remember_latest(run_dir)
         return test_accuracy
@@ -320,7 +326,8 @@ def _start_info(
 ) -> dict[str, Any]:
     return {
         "run_dir": str(run_dir),
-        "device": str(device),
+        "device": describe_device(device),
+        "precision": config.train.precision,
         "dataset": splits.name,
         "label_names": splits.label_names,
         "train_size": len(splits.train),

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from lstmcli.errors import TrainingDiverged
 from lstmcli.training.callbacks import Callbacks
+from lstmcli.training.precision import Precision
 
 LossFunction = Callable[[Tensor, Tensor], Tensor]
 
@@ -58,6 +59,7 @@ class EpochProgress:
     tokens: int = 0
     step: int = 0  # optimiser steps done in this epoch
     seconds: float = 0.0
+    skipped: int = 0  # of those, steps fp16's gradient scaler skipped on an overflow
 
 
 class Stopped(Exception):  # noqa: N818 (a request honoured, not an error)
@@ -78,6 +80,7 @@ class EpochStats:
     tokens: int
     steps: int
     seconds: float  # wall time of the training steps alone
+    skipped: int = 0  # steps skipped on an fp16 gradient overflow (lstmcli.training.precision)
 
     @property
     def tokens_per_second(self) -> float:
@@ -150,6 +153,7 @@ class Trainer:
         before_step: Callable[[int, int], None] | None = None,
         measure_accuracy: bool = True,
         reduce: Callable[[list[float]], list[float]] | None = None,
+        precision: Precision | None = None,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
@@ -165,6 +169,8 @@ class Trainer:
         # False where the model's output is no logits to take an argmax of (a language model's
         # features for its adaptive softmax): the accuracy stays 0.
         self.measure_accuracy = measure_accuracy
+        # Autocast around the forward pass; fp16's loss scaling around backward and the step.
+        self.precision = precision or Precision()
         # Sums a step's figures over the processes of a distributed run (None: one process).
         self.reduce = reduce
 
@@ -176,7 +182,8 @@ class Trainer:
         progress: EpochProgress | None = None,
     ) -> EpochStats:
         """One pass: forward, loss, backward, the gradient hook, the optimiser step. Raises
-        Diverged (before stepping) when the loss or the gradient norm is not finite, and Stopped
+        Diverged (before stepping) when the loss or the gradient norm is not finite (but for an
+        overflow that fp16's gradient scaler skips), and Stopped
         (after stepping) when ``should_stop`` says so. ``progress`` continues an epoch whose first
         ``progress.step`` batches were done already (``batches`` then holds the rest)."""
         self.callbacks.on_epoch_start(epoch, steps)
@@ -186,30 +193,37 @@ class Trainer:
         for step, batch in enumerate(batches, start=done.step + 1):
             if self.before_step is not None:
                 self.before_step(epoch, step)
-            logits, loss = self.forward(batch.inputs, batch.targets)  # (B, C) or (B, T, C)
+            with self.precision.autocast():
+                logits, loss = self.forward(batch.inputs, batch.targets)  # (B, C) or (B, T, C)
             self.optimizer.zero_grad(set_to_none=True)
-            (loss if batch.weight == 1.0 else loss * batch.weight).backward()
+            self.precision.backward(loss if batch.weight == 1.0 else loss * batch.weight)
+            self.precision.unscale(self.optimizer)  # the monitor and clipping see true norms
             norm = self.gradients.measure_and_clip()
             value = loss.item()
-            # Every process sees a non-finite norm when one has a non-finite loss (the gradients
-            # are averaged): all stop at the same step.
-            if not math.isfinite(value):
+            # With processes, a loss is judged once summed (below), so that all of them stop at
+            # the same step; meanwhile the averaged gradient is not finite on every process.
+            if self.reduce is None and not math.isfinite(value):
                 raise Diverged(epoch, step, "loss", value)
-            if not math.isfinite(norm):
+            if math.isfinite(norm):
+                self.gradients.before_update()
+                self.precision.step(self.optimizer)
+                self.gradients.after_update()
+            elif self.precision.skip():  # an fp16 overflow: no update, a lower loss scale
+                done.skipped += 1
+            else:
                 raise Diverged(epoch, step, "gradient norm", norm)
-            self.gradients.before_update()
-            self.optimizer.step()
-            self.gradients.after_update()
             counted = batch.weight > 0
             size = batch.targets.shape[0] if counted else 0
             correct = 0
             if self.measure_accuracy and counted:
                 correct = int((logits.argmax(dim=-1) == batch.targets).sum())
-            figures = [value * size, correct, size, batch.targets.numel() if counted else 0,
-                       batch.tokens if counted else 0]
+            figures = [value * size if counted else 0.0, correct, size,
+                       batch.targets.numel() if counted else 0, batch.tokens if counted else 0]
             if self.reduce is not None:
                 *figures, stop = self.reduce([*figures, float(self.should_stop())])
                 value = figures[0] / max(figures[2], 1)  # the global batch's mean loss
+                if not math.isfinite(value):
+                    raise Diverged(epoch, step, "loss", value)
             done.loss_sum += figures[0]
             done.correct += int(figures[1])
             done.seen += int(figures[2])
@@ -229,4 +243,5 @@ class Trainer:
             tokens=done.tokens,
             steps=done.step,
             seconds=done.seconds,
+            skipped=done.skipped,
         )

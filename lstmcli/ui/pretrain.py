@@ -27,7 +27,7 @@ class PretrainDisplay(TrainDisplay):
             f"{info['validation_size']:,} validation documents; {info['train_windows']:,} "
             f"windows of at most {info['bptt']} tokens, {info['train_tokens']:,} tokens), "
             f"vocabulary {info['vocab_size']:,}, {info['parameters']:,} parameters, "
-            f"{info['device']}" + processes(info))
+            f"{escape(info['device'])} {info.get('precision', 'fp32')}" + processes(info))
 
     def on_epoch_end(self, row: dict[str, Any]) -> None:
         add_epoch_row(self.table, row)

@@ -65,8 +65,8 @@ class TrainDisplay(Callbacks):
         return (
             f"[bold]{escape(info['cell'])}[/] on [bold]{escape(printable(info['dataset']))}[/] "
             f"({sizes}), labels {escape(printable(', '.join(info['label_names'])))}, vocabulary "
-            f"{info['vocab_size']:,}, {info['parameters']:,} parameters, {info['device']}"
-            + processes(info)
+            f"{info['vocab_size']:,}, {info['parameters']:,} parameters, {escape(info['device'])} "
+            f"{info.get('precision', 'fp32')}" + processes(info)
         )
 
     def on_start(self, info: dict[str, Any]) -> None:
