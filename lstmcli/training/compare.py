@@ -22,7 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from lstmcli.atomic import write_json_atomic
-from lstmcli.errors import CheckpointError, LstmError, TrainingDiverged, TrainingInterrupted
+from lstmcli.errors import (
+    CheckpointError,
+    ConfigError,
+    LstmError,
+    TrainingDiverged,
+    TrainingInterrupted,
+)
 from lstmcli.modelcard import write_model_card
 from lstmcli.rundir import claim
 from lstmcli.runs import METRICS_FILE
@@ -99,8 +105,12 @@ def run_comparison(
     """Train (or reuse) every run of ``plan`` in turn and return the report, also written to
     OUTPUT/compare.json after every run. A diverged run is a failed row, and the others go on;
     an interrupt stops the comparison, keeping every finished run for the next attempt."""
+    from lstmcli.distributed import launch
     from lstmcli.training.run import train
 
+    if launch() is not None:  # every process would claim the output and train every run
+        raise ConfigError("lstm compare trains its runs one after another in one process; run "
+                          "it without torchrun (lstm train runs under torchrun)")
     callbacks = callbacks or CompareCallbacks()
     argv = list(sys.argv if argv is None else argv)
     pairs = plan.pairs()

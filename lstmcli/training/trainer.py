@@ -152,8 +152,8 @@ class Trainer:
         should_stop: Callable[[], bool] | None = None,
         before_step: Callable[[int, int], None] | None = None,
         measure_accuracy: bool = True,
-        reduce: Callable[[list[float]], list[float]] | None = None,
         precision: Precision | None = None,
+        reduce: Callable[[list[float]], list[float]] | None = None,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
