@@ -48,14 +48,15 @@ def make_data(folder: Path) -> list[str]:
 
 
 def torchrun(arguments: list[str], folder: Path, script: list[str] | None = None,
-             **env: str) -> subprocess.CompletedProcess:
-    """`torchrun --nproc_per_node 2 -m lstmcli ARGUMENTS`, with the runs, state and cache in
-    ``folder``."""
+             processes: int = 2, **env: str) -> subprocess.CompletedProcess:
+    """`torchrun --nproc_per_node PROCESSES -m lstmcli ARGUMENTS`, with the runs, state and cache
+    in ``folder``."""
     path = [str(ROOT), os.environ.get("PYTHONPATH", "")]
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path)),
                    "LSTM_RUNS_DIR": str(folder / "runs"), "LSTM_STATE_DIR": str(folder / "state"),
                    "LSTM_CACHE_DIR": str(folder / "cache"), **env}
-    return subprocess.run([*TORCHRUN, *(script or ["-m", "lstmcli"]), *arguments],
+    launcher = [*TORCHRUN[:-1], str(processes)]
+    return subprocess.run([*launcher, *(script or ["-m", "lstmcli"]), *arguments],
                           capture_output=True, text=True, env=environment, cwd=folder,
                           timeout=300)
 
@@ -336,3 +337,44 @@ def test_pretraining_under_torchrun_matches_one_process(softmax, tmp_path):
     assert_same_weights(one, two)
     assert json.loads(done.stdout)["best_val_perplexity"] == pytest.approx(
         json.loads(alone.output)["best_val_perplexity"], rel=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# CUDA: NCCL between GPUs (run on a GPU machine: pytest -m gpu)
+
+GPUS = torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+@pytest.mark.skipif(GPUS < 2, reason="needs two CUDA devices")
+def test_two_gpus_over_nccl_train_to_the_weights_of_one(tmp_path, monkeypatch):
+    # No TF32: the parts' products must round as the whole batch's do.
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    data = make_data(tmp_path / "data")
+    arguments = ["train", *data, *MODEL, "--epochs", "2", "--device", "cuda"]
+    done = torchrun([*arguments, "--output", str(tmp_path / "two")], tmp_path,
+                    NVIDIA_TF32_OVERRIDE="0")
+    assert done.returncode == 0, done.stderr
+    assert "2 processes (nccl)" in done.stderr
+    alone = runner.invoke(app, [*arguments, "--output", str(tmp_path / "one"), "--json"])
+    assert alone.exit_code == 0, alone.output
+    first, second = weights(tmp_path / "one"), weights(tmp_path / "two")
+    for key in first:  # cuDNN's kernels sum in their own order
+        np.testing.assert_allclose(first[key], second[key], rtol=1e-3, atol=1e-4, err_msg=key)
+    meta = json.loads((tmp_path / "two" / "config.json").read_text())
+    assert meta["distributed"] == {"world_size": 2, "backend": "nccl"}
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+@pytest.mark.skipif(GPUS < 1, reason="needs a CUDA device")
+def test_more_processes_than_gpus_is_one_line(tmp_path):
+    data = make_data(tmp_path / "data")
+    done = torchrun(["train", *data, *MODEL, "--epochs", "1", "--device", "cuda", "--output",
+                     str(tmp_path / "run")], tmp_path, processes=GPUS + 1)
+    assert done.returncode != 0
+    assert done.stderr.count(f"torchrun started {GPUS + 1} processes on this machine, but "
+                             f"torch sees {GPUS} CUDA device(s)") == 1, done.stderr
+    assert not (tmp_path / "run").exists()
