@@ -15,7 +15,8 @@ from lstmcli.errors import CheckpointError
 from lstmcli.inference.predictor import Predictor
 from lstmcli.nn.cells import cell_names
 from lstmcli.nn.classifier import SentimentClassifier, predict_logits
-from lstmcli.runs import load_run, save_checkpoint
+from lstmcli.runload import load_run
+from lstmcli.runs import save_checkpoint
 from lstmcli.training.run import train
 
 from helpers import make_reviews

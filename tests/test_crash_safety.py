@@ -17,7 +17,8 @@ from lstmcli import atomic, runs
 from lstmcli.cli import app
 from lstmcli.config import Config, ModelConfig
 from lstmcli.nn.classifier import SentimentClassifier
-from lstmcli.runs import PENDING_WEIGHTS_FILE, WEIGHTS_FILE, load_run, save_checkpoint
+from lstmcli.runload import load_run
+from lstmcli.runs import PENDING_WEIGHTS_FILE, WEIGHTS_FILE, save_checkpoint
 
 
 class Crash(BaseException):

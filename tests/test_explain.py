@@ -15,7 +15,7 @@ from lstmcli.cli import app
 from lstmcli.config import Config
 from lstmcli.data.batching import pad_batch
 from lstmcli.inference.explain import explain
-from lstmcli.runs import load_run
+from lstmcli.runload import load_run
 from lstmcli.training.run import train
 
 from helpers import make_reviews, write_jsonl

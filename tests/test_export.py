@@ -29,7 +29,8 @@ from lstmcli.inference.export import FORMATS, export_run, load_exported
 from lstmcli.inference.predictor import Predictor, choose_engine
 from lstmcli.nn.cells import Cell, Ops, State, cell_names, register_cell, unregister_cell
 from lstmcli.nn.classifier import SentimentClassifier, predict_logits
-from lstmcli.runs import TOKENIZER_FILE, load_run, save_checkpoint
+from lstmcli.runload import load_run
+from lstmcli.runs import TOKENIZER_FILE, save_checkpoint
 
 from helpers import make_reviews
 

@@ -26,7 +26,8 @@ from lstmcli.inference.predictor import Predictor, choose_engine
 from lstmcli.nn.cells import Cell, Ops, State, cell_names, register_cell, unregister_cell
 from lstmcli.nn.classifier import SentimentClassifier
 from lstmcli.nn.numpy_ops import NUMPY_OPS, softmax
-from lstmcli.runs import TOKENIZER_FILE, WEIGHTS_FILE, load_run, save_checkpoint
+from lstmcli.runload import load_run
+from lstmcli.runs import TOKENIZER_FILE, WEIGHTS_FILE, save_checkpoint
 
 from helpers import make_reviews, write_jsonl
 

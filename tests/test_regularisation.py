@@ -28,7 +28,7 @@ from lstmcli.nn.classifier import SentimentClassifier
 from lstmcli.nn.dropout import EmbeddingDropout, LockedDropout
 from lstmcli.nn.layout import expected_shapes
 from lstmcli.nn.recurrent import CellModule, Recurrence, RecurrentEncoder, run_stepwise
-from lstmcli.runs import load_run
+from lstmcli.runload import load_run
 from lstmcli.training.optim import make_optimizer, training_loss
 
 from helpers import FILLER, make_reviews, write_jsonl

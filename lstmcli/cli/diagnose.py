@@ -119,7 +119,7 @@ def diagnose(
 def _diagnose_run(model: str, device: str) -> dict[str, Any]:
     from lstmcli.device import resolve_device
     from lstmcli.diagnostics.flow import diagnose_run
-    from lstmcli.runs import load_run
+    from lstmcli.runload import load_run
 
     return diagnose_run(load_run(model, str(resolve_device(device))))
 
@@ -180,7 +180,7 @@ def explain(
         raise DataError(f"the text is not valid UTF-8 (byte 0x{byte:02x}); pass UTF-8 text")
     from lstmcli.device import resolve_device
     from lstmcli.inference.explain import explain as explain_text
-    from lstmcli.runs import load_run
+    from lstmcli.runload import load_run
 
     run = load_run(model, str(resolve_device(device)))
     explanation = explain_text(run, text)

@@ -45,7 +45,7 @@ def export_command(
     """Write a trained run as one ONNX or TorchScript file (ids, lengths -> logits), verified
     against the run before it is written."""
     from lstmcli.inference.export import export_run, plan, require_onnx, sidecar_path
-    from lstmcli.runs import load_run
+    from lstmcli.runload import load_run
 
     if output is None:  # checked here: click's own message would be a multi-line box
         raise ConfigError("pass --output FILE, for example --output model.onnx (ONNX) or "

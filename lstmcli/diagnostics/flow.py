@@ -185,7 +185,7 @@ def measure_flow(
 
 
 def diagnose_run(run: Any, batch_size: int = DIAGNOSTIC_BATCH) -> dict[str, Any]:
-    """Gradient flow and gates of a trained run (a checkpoint.LoadedRun) on a diagnostic batch
+    """Gradient flow and gates of a trained run (a runload.LoadedRun) on a diagnostic batch
     of its own validation data (the rows training validated on: same data settings and seed)."""
     from lstmcli.data.splits import load_splits
 

@@ -21,7 +21,7 @@ from lstmcli.data.batching import pad_batch
 from lstmcli.data.tokenizer import truncate
 from lstmcli.errors import DataError
 from lstmcli.nn.cells import get_cell
-from lstmcli.runs import LoadedRun
+from lstmcli.runload import LoadedRun
 
 PREFIX_CHUNK = 128  # prefixes per forward pass: bounds memory for texts of max_len tokens
 

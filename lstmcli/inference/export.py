@@ -30,7 +30,7 @@ from lstmcli import __version__
 from lstmcli.atomic import atomic_write, write_json_atomic
 from lstmcli.config import EXPORT_FORMATS as FORMATS
 from lstmcli.errors import ConfigError, LstmError
-from lstmcli.runs import LoadedRun
+from lstmcli.runload import LoadedRun
 
 SUFFIXES = {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript"}
 # The loop of a step-wise cell needs opset 11; the TorchScript-based exporter writes up to 20.

@@ -81,7 +81,7 @@ class Predictor:
         ``int8``: int8 weight matrices on the CPU: the run's int8 ONNX graph on onnxruntime
         when the `export` extra is installed (:mod:`lstmcli.inference.onnx_int8`), else the
         torch model with int8 weights (:mod:`lstmcli.nn.int8`)."""
-        from lstmcli.runs import load_run
+        from lstmcli.runload import load_run
 
         if int8:
             choose_engine(engine, device, None, int8=True)  # torch on the CPU, or one line
