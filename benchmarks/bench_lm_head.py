@@ -25,13 +25,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from lstmcli.config import SOFTMAX_CHOICES, LanguageModelConfig
 from lstmcli.data.batching import bucket_batches, iterate_batches
 from lstmcli.data.corpus import windows
 from lstmcli.data.tokenizer import Tokenizer
 from lstmcli.device import resolve_device
 from lstmcli.nn import lm_output
 from lstmcli.nn.language_model import LanguageModel
+from lstmcli.pretrain_config import SOFTMAX_CHOICES, LanguageModelConfig
 
 
 def main() -> None:

@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from lstmcli import __version__
 from lstmcli.atomic import atomic_write, write_json_atomic
-from lstmcli.config import Config, PretrainConfig
+from lstmcli.config import Config
 from lstmcli.errors import CheckpointError, ConfigError, LstmError
+from lstmcli.pretrain_config import PretrainConfig
 
 if TYPE_CHECKING:
     import torch

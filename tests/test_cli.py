@@ -135,7 +135,8 @@ def test_train_with_a_config_file_and_flag_override(tiny_file, tmp_path):
 
 
 def test_bundled_config_files_load():
-    from lstmcli.config import Config, PretrainConfig, load_config
+    from lstmcli.config import Config, load_config
+    from lstmcli.pretrain_config import PretrainConfig
 
     for path in sorted(Path(__file__).parents[1].glob("configs/*.toml")):
         # configs/NAME_lm.toml are `lstm pretrain`'s.

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 import lstmcli
 from lstmcli.cli import app
-from lstmcli.config import PretrainConfig
+from lstmcli.pretrain_config import PretrainConfig
 from lstmcli.training.loop import process_parts
 from lstmcli.training.pretrain import LanguageModelTask
 from lstmcli.training.resume import StopFlag

@@ -15,9 +15,10 @@ import torch
 from typer.testing import CliRunner
 
 from lstmcli.cli import app
-from lstmcli.config import Config, ModelConfig, PretrainConfig, config_keys, load_config
+from lstmcli.config import Config, ModelConfig, config_keys, load_config
 from lstmcli.errors import ConfigError
 from lstmcli.nn.classifier import SentimentClassifier
+from lstmcli.pretrain_config import PretrainConfig
 from lstmcli.training import finetune
 from lstmcli.training.schedule import Schedule
 from lstmcli.ui.render import TrainDisplay

@@ -12,9 +12,9 @@ import torch
 from typer.testing import CliRunner
 
 from lstmcli.cli import app
-from lstmcli.config import LanguageModelConfig, PretrainConfig
 from lstmcli.nn.language_model import LanguageModel
 from lstmcli.nn.lm_output import SampledSoftmax
+from lstmcli.pretrain_config import LanguageModelConfig, PretrainConfig
 
 runner = CliRunner()
 

@@ -18,12 +18,12 @@ import torch
 from typer.testing import CliRunner
 
 from lstmcli.cli import app
-from lstmcli.config import CorpusConfig, LanguageModelConfig, PretrainConfig
 from lstmcli.data.corpus import load_corpus, windows
 from lstmcli.errors import ConfigError, DataError
 from lstmcli.nn.cells import cell_names
 from lstmcli.nn.language_model import LanguageModel
 from lstmcli.nn.lm_output import adaptive_cutoffs
+from lstmcli.pretrain_config import CorpusConfig, LanguageModelConfig, PretrainConfig
 from lstmcli.ui.pretrain import PretrainDisplay
 
 from helpers import make_reviews

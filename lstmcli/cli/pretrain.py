@@ -34,14 +34,9 @@ from lstmcli.cli.common import (
     print_json,
     refuse_with_resume,
 )
-from lstmcli.config import (
-    LR_SCHEDULES,
-    SOFTMAX_CHOICES,
-    PretrainConfig,
-    apply_overrides,
-    load_config,
-)
+from lstmcli.config import LR_SCHEDULES, apply_overrides, load_config
 from lstmcli.nn.cells import cell_names
+from lstmcli.pretrain_config import SOFTMAX_CHOICES, PretrainConfig
 
 
 @app.command()

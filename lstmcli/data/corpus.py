@@ -23,12 +23,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lstmcli.config import CorpusConfig
 from lstmcli.data.columns import TextColumn
 from lstmcli.data.files import read_texts
 from lstmcli.data.registry import DatasetInfo, dataset_registry, lookup, read_split_texts
 from lstmcli.data.sampling import rng
 from lstmcli.errors import ConfigError, DataError
+from lstmcli.pretrain_config import CorpusConfig
 
 UNSEEN_SPLITS = ("validation", "test")  # what pretraining never reads
 MAX_DOCUMENT_TOKENS = 1_000_000  # tokens kept per document (a whole book; more is a mistake)

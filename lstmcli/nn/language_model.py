@@ -24,11 +24,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lstmcli.config import LanguageModelConfig
 from lstmcli.errors import ConfigError
 from lstmcli.nn.lm_output import make_output
 from lstmcli.nn.recurrent import autocast_dtype, length_mask
 from lstmcli.nn.text_encoder import TextEncoder
+from lstmcli.pretrain_config import LanguageModelConfig
 
 
 class LanguageModel(TextEncoder):

@@ -23,9 +23,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from lstmcli.config import Config, PretrainConfig
+from lstmcli.config import Config
 from lstmcli.data.tokenizer import Tokenizer
 from lstmcli.errors import CheckpointError, ConfigError, LstmError
+from lstmcli.pretrain_config import PretrainConfig
 from lstmcli.runs import (
     CONFIG_FILE,
     LANGUAGE_MODEL,

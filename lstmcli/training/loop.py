@@ -32,11 +32,12 @@ import torch
 from torch import Tensor, nn
 
 from lstmcli.atomic import atomic_write
-from lstmcli.config import Config, PretrainConfig
+from lstmcli.config import Config
 from lstmcli.data.batching import bucket_batches
 from lstmcli.distributed import Group, current
 from lstmcli.errors import TrainingDiverged, TrainingInterrupted
 from lstmcli.jsonout import dumps
+from lstmcli.pretrain_config import PretrainConfig
 from lstmcli.rundir import append_line
 from lstmcli.runs import METRICS_FILE
 from lstmcli.training.callbacks import Callbacks

@@ -32,7 +32,6 @@ import torch
 from torch import Tensor
 
 from lstmcli import distributed
-from lstmcli.config import PretrainConfig
 from lstmcli.data.batching import bucket_batches, iterate_batches
 from lstmcli.data.corpus import MAX_DOCUMENT_TOKENS, Corpus, load_corpus, windows
 from lstmcli.data.registry import DATA_DIR_ENV
@@ -40,6 +39,7 @@ from lstmcli.data.tokenizer import Tokenizer, encode_cached
 from lstmcli.device import describe_device, resolve_device
 from lstmcli.errors import CheckpointError, DataError
 from lstmcli.nn.language_model import LanguageModel
+from lstmcli.pretrain_config import PretrainConfig
 from lstmcli.rundir import claim
 from lstmcli.runs import LANGUAGE_MODEL, TOKENIZER_FILE, new_run_dir, save_checkpoint
 from lstmcli.training.callbacks import Callbacks
