@@ -181,8 +181,9 @@ def run_epochs(
         set_lr(lr)
         extra = task.start_epoch(epoch)
         trainable = _distribute(trainer, task, processes, trainable)
-        # A signal between epochs (during validation): stop before drawing batches.
-        if (processes.sums([float(stop())])[0] > 0) if processes.world_size > 1 else stop():
+        # A signal between epochs (during validation): stop before drawing batches; every
+        # process stops if any heard one (one process's sum is its own flag).
+        if processes.sums([float(stop())])[0] > 0:
             _interrupt(run_dir, model, optimizer, monitor, stop, processes, ResumeState(
                 epoch, progress, epoch_rng, best, history, config.to_dict(), None, {}, {},
                 schedule.state(), task.command, precision.state()))
