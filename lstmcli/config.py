@@ -138,6 +138,9 @@ class TrainConfig:
     optimizer: str = "adam"  # adamw: decoupled weight decay (Loshchilov & Hutter 2019)
     label_smoothing: float = 0.0  # of the training loss only; validation loss stays plain
     clip_norm: float = 5.0  # 0 disables clipping (the norm is still measured)
+    # Validation, the best checkpoint and the test see this moving average of the weights
+    # (lstmcli.training.average); 0 turns it off.
+    ema_decay: float = 0.0
     seed: int = 0
     device: str = "auto"
     precision: str = "fp32"  # PRECISION_CHOICES; the weights stay float32 whatever it is
@@ -170,6 +173,9 @@ class TrainConfig:
         if not 0 <= self.clip_norm < math.inf:
             raise ConfigError(f"clip_norm must be a finite number >= 0 (0 disables clipping), "
                               f"got {self.clip_norm}")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}; 0 turns the "
+                              "weight average off, 0.99 to 0.999 are usual")
         if self.device not in DEVICE_CHOICES:
             raise ConfigError(
                 f"unknown device {self.device!r}; choose one of: {', '.join(DEVICE_CHOICES)}"

@@ -237,15 +237,16 @@ def interrupt_at(monkeypatch: pytest.MonkeyPatch, epoch: int, step: int) -> None
     monkeypatch.setattr(PretrainDisplay, "on_step", kill_on_step)
 
 
-def test_an_interrupted_pretraining_resumes_bitwise(tmp_path, monkeypatch):
+@pytest.mark.parametrize("average", [[], ["--ema-decay", "0.9"]], ids=["plain", "averaged"])
+def test_an_interrupted_pretraining_resumes_bitwise(average, tmp_path, monkeypatch):
     from safetensors.numpy import load_file
 
     corpus = corpus_file(tmp_path)
     whole, parts = tmp_path / "whole", tmp_path / "parts"
-    assert pretrain(corpus, whole, "--lr-schedule", "slanted").exit_code == 0
+    assert pretrain(corpus, whole, "--lr-schedule", "slanted", *average).exit_code == 0
     with monkeypatch.context() as patch:
         interrupt_at(patch, epoch=2, step=3)
-        stopped = pretrain(corpus, parts, "--lr-schedule", "slanted")
+        stopped = pretrain(corpus, parts, "--lr-schedule", "slanted", *average)
     assert stopped.exit_code == 130, stopped.output
     assert f"resume with: lstm pretrain --resume {parts}" in stopped.output
     wrong = runner.invoke(app, ["train", "--resume", str(parts)])

@@ -156,6 +156,10 @@ ThreadsOpt = Annotated[int | None, typer.Option(
     "(affinity and cgroup quota)]")]
 WeightDecayOpt = Annotated[float | None, typer.Option(
     "--weight-decay", help="Weight decay (L2 for adam, decoupled for adamw). \\[default: 0.0]")]
+EmaDecayOpt = Annotated[float | None, typer.Option(
+    "--ema-decay", help="Validate, keep and test a moving average of the weights with this "
+    "decay per step (0.99: about the last 100 steps); 0 turns it off. \\[default: 0.0]",
+    metavar="DECAY")]
 ClipNormOpt = Annotated[float | None, typer.Option(
     "--clip-norm", help="Clip the global gradient norm to this; 0 disables. \\[default: 5.0]")]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="\\[default: 0]")]

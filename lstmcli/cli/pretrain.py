@@ -11,6 +11,7 @@ import typer
 from lstmcli.cli.common import (
     ClipNormOpt,
     DataDirOpt,
+    EmaDecayOpt,
     EmbedDropoutOpt,
     HiddenDropoutOpt,
     InputDropoutOpt,
@@ -107,6 +108,7 @@ def pretrain(
     lr: LrOpt = None,
     optimizer: OptimizerOpt = None,
     weight_decay: WeightDecayOpt = None,
+    ema_decay: EmaDecayOpt = None,
     clip_norm: ClipNormOpt = None,
     lr_schedule: Annotated[str | None, typer.Option(
         "--lr-schedule", help=f"{'|'.join(LR_SCHEDULES)}, as for `lstm train`. "
@@ -167,8 +169,8 @@ def pretrain(
         vocab_size=vocab_size, min_freq=min_freq))
     apply_overrides(config.train, dict(
         epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, weight_decay=weight_decay,
-        clip_norm=clip_norm, seed=seed, device=device, precision=precision, output=output,
-        threads=threads, diagnostics=diagnostics, lr_schedule=lr_schedule,
+        clip_norm=clip_norm, ema_decay=ema_decay, seed=seed, device=device, precision=precision,
+        output=output, threads=threads, diagnostics=diagnostics, lr_schedule=lr_schedule,
         warmup_epochs=warmup_epochs, patience=patience))
     config.validate()
     with display:

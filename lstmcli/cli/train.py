@@ -15,6 +15,7 @@ from lstmcli.cli.common import (
     DataDirOpt,
     DatasetOpt,
     DiagnosticsOpt,
+    EmaDecayOpt,
     EmbedDimOpt,
     EmbedDropoutOpt,
     EpochsOpt,
@@ -117,6 +118,7 @@ def train(
     lr: LrOpt = None,
     optimizer: OptimizerOpt = None,
     weight_decay: WeightDecayOpt = None,
+    ema_decay: EmaDecayOpt = None,
     label_smoothing: Annotated[float | None, typer.Option(
         "--label-smoothing", help="Label smoothing of the training loss; validation loss stays "
         "plain cross-entropy. \\[default: 0.0]")] = None,
@@ -191,6 +193,7 @@ def train(
     apply_overrides(config.train, dict(
         epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
         weight_decay=weight_decay, label_smoothing=label_smoothing, clip_norm=clip_norm,
+        ema_decay=ema_decay,
         seed=seed, device=device, precision=precision, output=output, threads=threads,
         diagnostics=diagnostics, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
         patience=patience, init_from=init_from, discriminative_lr=discriminative_lr,

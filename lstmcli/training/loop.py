@@ -17,6 +17,7 @@ processes, identical on each."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 import shlex
@@ -40,6 +41,7 @@ from lstmcli.jsonout import dumps
 from lstmcli.pretrain_config import PretrainConfig
 from lstmcli.rundir import append_line
 from lstmcli.runs import METRICS_FILE
+from lstmcli.training.average import WeightAverage
 from lstmcli.training.callbacks import Callbacks
 from lstmcli.training.monitor import GradientMonitor, NormMonitor
 from lstmcli.training.optim import make_optimizer
@@ -135,6 +137,7 @@ def run_epochs(
     # Before any freezing: the monitor keeps every parameter (a frozen one's gradient is zero).
     monitor = (GradientMonitor if train_cfg.diagnostics else NormMonitor)(model,
                                                                         train_cfg.clip_norm)
+    average = WeightAverage(model, train_cfg.ema_decay) if train_cfg.ema_decay > 0 else None
     # Deterministic: the shuffled bucketing gives every epoch the same number of batches.
     steps = len(bucket_batches(task.lengths, train_cfg.batch_size))
     schedule = Schedule(train_cfg.lr_schedule, train_cfg.lr, train_cfg.epochs,
@@ -149,7 +152,7 @@ def run_epochs(
     per_step = (lambda epoch, step: set_lr(schedule.step_lr(epoch, step))) \
         if schedule.per_step else None
     precision = task.precision
-    trainer = Trainer(model, optimizer, task.loss, _Averaged(monitor, task, processes),
+    trainer = Trainer(model, optimizer, task.loss, _Averaged(monitor, task, processes, average),
                       callbacks, stop, per_step, task.measure_accuracy, precision,
                       processes.sums if processes.world_size > 1 else None)
     trainable: list[bool] = []
@@ -164,7 +167,8 @@ def run_epochs(
         atomic_write(run_dir / METRICS_FILE, lambda handle: handle.write(lines))
     callbacks.on_start(info)
     if start:
-        restore(start, model, optimizer, monitor)  # last: building the model drew from torch's RNG
+        restore(start, model, optimizer, monitor, average)  # last: building the model drew
+        # from torch's RNG
         precision.load_state(start.scaler)
 
     stopped_epoch: int | None = None
@@ -184,7 +188,7 @@ def run_epochs(
         # A signal between epochs (during validation): stop before drawing batches; every
         # process stops if any heard one (one process's sum is its own flag).
         if processes.sums([float(stop())])[0] > 0:
-            _interrupt(run_dir, model, optimizer, monitor, stop, processes, ResumeState(
+            _interrupt(run_dir, model, optimizer, monitor, average, stop, processes, ResumeState(
                 epoch, progress, epoch_rng, best, history, config.to_dict(), None, {}, {},
                 schedule.state(), task.command, precision.state()))
         batches = bucket_batches(task.lengths, train_cfg.batch_size, rng)
@@ -194,7 +198,7 @@ def run_epochs(
                 _weighted(task.batches(parts[progress.step:]), weights[progress.step:]), epoch,
                 len(batches), progress)
         except Stopped as stopped:
-            _interrupt(run_dir, model, optimizer, monitor, stop, processes, ResumeState(
+            _interrupt(run_dir, model, optimizer, monitor, average, stop, processes, ResumeState(
                 epoch, stopped.progress, epoch_rng, best, history, config.to_dict(), None, {}, {},
                 schedule.state(), task.command, precision.state()))
         except Diverged as error:
@@ -208,38 +212,41 @@ def run_epochs(
         if schedule.per_step:  # the lr the epoch ended with
             lr = schedule.step_lr(epoch, len(batches))
         gradients = monitor.epoch_summary()
-        with precision.autocast():  # validation computes as training does
-            measured = task.measure(stats)
-        row = {
-            "epoch": epoch,
-            "lr": lr,
-            **measured,
-            "grad_norm_mean": gradients.pop("grad_norm_mean"),
-            "grad_norm_max": gradients.pop("grad_norm_max"),
-            "clipped_fraction": gradients.pop("clipped_fraction"),
-            "steps": gradients.pop("steps"),
-            "train_seconds": stats.seconds,
-            # Training steps only: validation and the diagnostics are not throughput.
-            "tokens_per_second": stats.tokens_per_second,
-            **gradients,
-            **extra,
-        }
-        if precision.scaler is not None:
-            row["skipped_steps"] = stats.skipped  # fp16 overflows: steps without an update
-        if len(optimizer.param_groups) > 1:
-            row["lr_groups"] = {group["name"]: lr * group["lr_scale"]
-                                for group in optimizer.param_groups}
-        if train_cfg.diagnostics and rank == 0:  # written by rank 0 alone, measured there
-            row.update(task.diagnose())
-        row["seconds"] = time.perf_counter() - started
-        improved = task.improved(row, best)
-        row["best"] = improved
-        if schedule.end_epoch(row["val_loss"], improved):
-            stopped_epoch = epoch
-        if improved:
-            best = {key: row[key] for key in task.best_keys}
-            if rank == 0:
-                task.save(run_dir, best)
+        # Validation, the diagnostics and the checkpoint see the averaged weights, if any.
+        applied = average.applied() if average is not None else contextlib.nullcontext()
+        with applied:
+            with precision.autocast():  # validation computes as training does
+                measured = task.measure(stats)
+            row = {
+                "epoch": epoch,
+                "lr": lr,
+                **measured,
+                "grad_norm_mean": gradients.pop("grad_norm_mean"),
+                "grad_norm_max": gradients.pop("grad_norm_max"),
+                "clipped_fraction": gradients.pop("clipped_fraction"),
+                "steps": gradients.pop("steps"),
+                "train_seconds": stats.seconds,
+                # Training steps only: validation and the diagnostics are not throughput.
+                "tokens_per_second": stats.tokens_per_second,
+                **gradients,
+                **extra,
+            }
+            if precision.scaler is not None:
+                row["skipped_steps"] = stats.skipped  # fp16 overflows: steps without an update
+            if len(optimizer.param_groups) > 1:
+                row["lr_groups"] = {group["name"]: lr * group["lr_scale"]
+                                    for group in optimizer.param_groups}
+            if train_cfg.diagnostics and rank == 0:  # written by rank 0 alone, measured there
+                row.update(task.diagnose())
+            row["seconds"] = time.perf_counter() - started
+            improved = task.improved(row, best)
+            row["best"] = improved
+            if schedule.end_epoch(row["val_loss"], improved):
+                stopped_epoch = epoch
+            if improved:
+                best = {key: row[key] for key in task.best_keys}
+                if rank == 0:
+                    task.save(run_dir, best)
         history.append(row)
         if rank == 0:
             append_line(run_dir / METRICS_FILE, dumps(row))
@@ -293,12 +300,12 @@ def _distribute(trainer: Trainer, task: EpochTask, group: Group, trainable: list
 
 class _Averaged:
     """The gradient monitor, once the gradients DistributedDataParallel leaves alone (the task's
-    sometimes_unused) are averaged too."""
+    sometimes_unused) are averaged too; after each update, the weights' moving average."""
 
     def __init__(self, monitor: GradientMonitor | NormMonitor, task: EpochTask,
-                 group: Group) -> None:
+                 group: Group, average: WeightAverage | None) -> None:
         named = dict(task.model.named_parameters())
-        self.monitor, self.group = monitor, group
+        self.monitor, self.group, self.average = monitor, group, average
         self.apart = [named[name] for name in task.sometimes_unused] \
             if group.world_size > 1 else []
 
@@ -311,6 +318,8 @@ class _Averaged:
 
     def after_update(self) -> None:
         self.monitor.after_update()
+        if self.average is not None:
+            self.average.update()
 
 
 def _interrupt(
@@ -318,13 +327,14 @@ def _interrupt(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     monitor: GradientMonitor | NormMonitor,
+    average: WeightAverage | None,
     stop: StopFlag,
     group: Group,
     state: ResumeState,
 ) -> None:
     """Save the resumable state (rank 0; the others wait for it) and raise the interrupt,
     naming the command that resumes."""
-    group.from_rank0(lambda: save_resume(run_dir, model, optimizer, monitor, state))
+    group.from_rank0(lambda: save_resume(run_dir, model, optimizer, monitor, state, average))
     number = stop.signal_number or signal.SIGINT
     raise TrainingInterrupted(
         f"interrupted at epoch {state.epoch}, step {state.progress.step}; resume with: "

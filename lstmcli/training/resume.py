@@ -4,7 +4,8 @@ The state is two files in the run directory, neither of them pickle:
 
 - ``resume.safetensors``: the model's weights as they are now (not the best ones), every tensor
   of the optimiser's per-parameter state keyed by parameter name (Adam's ``step``, ``exp_avg``,
-  ``exp_avg_sq``), the gradient monitor's running sums and torch's RNG state;
+  ``exp_avg_sq``), the gradient monitor's running sums, the weights' moving average (``ema_decay``)
+  and torch's RNG state;
 - ``resume.json``: the epoch and the step within it, the epoch's running sums, the best-so-far
   record, the history rows, the lr schedule's and early stopping's state, fp16's gradient
   scaler (its scale and growth count), the numpy generator's
@@ -37,6 +38,7 @@ from lstmcli.device import mps_available
 from lstmcli.distributed import launch as launched_by_torchrun
 from lstmcli.errors import CheckpointError
 from lstmcli.runs import RESUME_STATE_FILE, RESUME_TENSORS_FILE
+from lstmcli.training.average import WeightAverage
 from lstmcli.training.trainer import EpochProgress
 
 RESUME_FORMAT = 1
@@ -103,6 +105,7 @@ class ResumeState:
     schedule: dict[str, Any] = field(default_factory=dict)  # lr schedule and patience count
     command: str = "train"  # the command that resumes it: train, or pretrain
     scaler: dict[str, Any] = field(default_factory=dict)  # fp16's GradScaler; {} otherwise
+    average: dict[str, Any] = field(default_factory=dict)  # WeightAverage's count; {} without
 
 
 def save_resume(
@@ -111,9 +114,10 @@ def save_resume(
     optimizer: torch.optim.Optimizer,
     monitor: EpochMonitor,
     state: ResumeState,
+    average: WeightAverage | None = None,
 ) -> None:
-    """Write the resumable state of ``model``, ``optimizer``, ``monitor``, the RNGs and ``state``
-    (whose ``monitor`` and ``tensors`` are filled in here)."""
+    """Write the resumable state of ``model``, ``optimizer``, ``monitor``, the weights'
+    ``average``, the RNGs and ``state`` (whose ``monitor`` and ``tensors`` are filled in here)."""
     from safetensors.torch import save
 
     tensors = {f"model.{name}": tensor for name, tensor in model.state_dict().items()}
@@ -126,6 +130,10 @@ def save_resume(
             tensors[f"optimizer.{key}.{names[id(parameters[index])]}"] = value
     monitor_values, monitor_tensors = monitor.epoch_state()
     tensors.update({f"monitor.{key}": value for key, value in monitor_tensors.items()})
+    average_values: dict[str, Any] = {}
+    if average is not None:
+        average_values, average_tensors = average.state()
+        tensors.update({f"average.{key}": value for key, value in average_tensors.items()})
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for device, rng in enumerate(torch.cuda.get_rng_state_all()):
@@ -151,6 +159,7 @@ def save_resume(
         "schedule": state.schedule,
         "command": state.command,
         "scaler": state.scaler,
+        "average": average_values,
         "optimizer": {"class": type(optimizer).__name__, "param_groups": groups},
     }
     # Last: the JSON names the tensors it belongs to, so it is the commit of the pair.
@@ -208,6 +217,7 @@ def load_resume(run_dir: Path, command: str = "train") -> ResumeState:
             schedule=dict(payload.get("schedule") or {}),
             command=written_by,
             scaler=dict(payload.get("scaler") or {}),
+            average=dict(payload.get("average") or {}),
         )
     except (SafetensorError, KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"the resumable state in {run_dir} is incomplete ({error}); "
@@ -219,10 +229,11 @@ def restore(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     monitor: EpochMonitor,
+    average: WeightAverage | None = None,
 ) -> None:
-    """Put the weights, the optimiser's state, the monitor's sums and the torch and Python RNG
-    states back as they were at the interrupt. Call it last before training continues: building
-    the model drew from torch's generator."""
+    """Put the weights, the optimiser's state, the monitor's sums, the weights' average and the
+    torch and Python RNG states back as they were at the interrupt. Call it last before training
+    continues: building the model drew from torch's generator."""
     tensors = state.tensors
     model.load_state_dict({key[len("model."):]: value for key, value in tensors.items()
                            if key.startswith("model.")})
@@ -242,6 +253,14 @@ def restore(
     monitor.load_epoch_state(state.monitor, {key[len("monitor."):]: value
                                              for key, value in tensors.items()
                                              if key.startswith("monitor.")})
+    if average is not None:  # open_resume made sure that the state holds one
+        try:
+            average.load_state(state.average, {key[len("average."):]: value
+                                               for key, value in tensors.items()
+                                               if key.startswith("average.")})
+        except (KeyError, ValueError, RuntimeError) as error:
+            raise CheckpointError(f"the resumable state's weight average is incomplete ({error}); "
+                                  "train a new run") from None
     version, internal, gauss = state.python_random
     random.setstate((version, tuple(internal), gauss))
     torch.set_rng_state(tensors["rng.torch"])

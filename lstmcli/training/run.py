@@ -173,6 +173,9 @@ def open_resume(
                                   f"{run_dir} was interrupted; pass --epochs {state.epoch} or more")
         config.train.epochs = epochs
     config.validate()
+    if config.train.ema_decay > 0 and not state.average:
+        raise CheckpointError(f"the resumable state in {run_dir} holds no weight average although "
+                              "its config asks for one (ema_decay); train a new run")
     return state, config
 
 
