@@ -22,6 +22,7 @@ from lstmcli.nn.cells import DEFAULT_CELL, cell_names, get_cell
 
 MAX_LR = 10.0  # beyond this no optimiser here trains; 1e38 overflowed into a traceback
 MAX_GATE_BIAS = 30.0  # sigmoid(30) is 1 in float32: larger biases change nothing
+MAX_EMBED_INIT = 10.0  # far beyond torch's own N(0, 1); a typo such as 1e30 is refused
 POOLING_CHOICES = ("last", "mean", "max", "concat")
 TRUNCATION_CHOICES = ("head", "tail", "both")  # which max_len tokens of a long text are kept
 OPTIMIZER_CHOICES = ("adam", "adamw")
@@ -54,6 +55,9 @@ class ModelConfig:
     hidden_dropout: float = 0.0  # locked, between stacked layers
     weight_dropout: float = 0.0  # DropConnect on the recurrent weights W_hh
     gate_bias: float | None = None  # memory gate's initial bias; None: the cell's default
+    # The embedding starts uniform in [-embed_init, embed_init] (AWD-LSTM and ULMFiT: 0.1);
+    # None: torch's N(0, 1), whose rows Adam's lr-sized steps hardly move.
+    embed_init: float | None = None
     pooling: str = "last"
     vocab_size: int = 0  # set from the tokenizer when training starts
     num_classes: int = 2  # set from the training labels
@@ -80,6 +84,10 @@ class ModelConfig:
         if self.hidden_dropout > 0 and self.layers == 1:
             raise ConfigError("hidden_dropout acts between stacked layers and the model has one; "
                               "drop --hidden-dropout or pass --layers 2 or more")
+        if self.embed_init is not None and not 0 < self.embed_init <= MAX_EMBED_INIT:
+            raise ConfigError(f"embed_init must be in (0, {MAX_EMBED_INIT:g}] (the embedding "
+                              f"starts uniform in [-embed_init, embed_init]; 0.1 is usual), got "
+                              f"{self.embed_init}")
         if self.gate_bias is not None and not -MAX_GATE_BIAS <= self.gate_bias <= MAX_GATE_BIAS:
             raise ConfigError(f"gate_bias must be a number in [-{MAX_GATE_BIAS:g}, "
                               f"{MAX_GATE_BIAS:g}], got {self.gate_bias}")

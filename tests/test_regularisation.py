@@ -13,6 +13,7 @@ import pytest
 import torch
 from test_cli import assert_clean_error
 from test_resume import interrupt_at, rows, weights
+from torch import nn
 from typer.testing import CliRunner
 
 from lstmcli.cli import app
@@ -473,3 +474,47 @@ def test_the_encoder_applies_weight_dropout_to_every_cell():
                                hidden_dropout=0.1)
     assert [r.cell.weight_dropout for r in encoder.recurrences()] == [0.2] * 4
     assert encoder.hidden_dropout.p == 0.1
+
+
+# --- embedding initialisation ----------------------------------------------------------------
+
+def test_embed_init_starts_the_embedding_uniform_and_leaves_padding_zero():
+    torch.manual_seed(0)
+    model = SentimentClassifier(ModelConfig(vocab_size=500, embed_dim=16, embed_init=0.1))
+    weight = model.embedding.weight.detach()
+    assert torch.all(weight[0] == 0)  # [PAD]
+    rest = weight[1:]
+    assert rest.abs().max() <= 0.1 and rest.abs().max() > 0.09
+    assert abs(float(rest.std()) - 0.1 / math.sqrt(3)) < 0.003  # uniform(-a, a): sd a / sqrt(3)
+
+
+def test_without_embed_init_the_model_is_built_as_before():
+    """Off, the embedding is torch's N(0, 1) and nothing else is drawn: the same seed gives the
+    same model, parameter for parameter, as a model built without the key existing."""
+    torch.manual_seed(0)
+    plain = SentimentClassifier(ModelConfig(vocab_size=500, embed_dim=16))
+    torch.manual_seed(0)
+    reference = nn.Embedding(500, 16, padding_idx=0)
+    assert torch.equal(plain.embedding.weight, reference.weight)
+    torch.manual_seed(0)
+    again = SentimentClassifier(ModelConfig(vocab_size=500, embed_dim=16, embed_init=None))
+    for (name, a), (_, b) in zip(plain.named_parameters(), again.named_parameters(), strict=True):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("value", [0.0, -0.1, 11.0, math.nan, math.inf])
+def test_embed_init_must_be_a_positive_range(value):
+    with pytest.raises(ConfigError, match=r"^embed_init must be in \(0, 10\]"):
+        ModelConfig(embed_init=value).validate()
+
+
+def test_embed_init_is_a_flag_recorded_in_the_run(tiny_file, tmp_path):
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["train", "--dataset", str(tiny_file), "--output", str(run),
+                                 "--epochs", "1", "--embed-init", "0.05", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "config.json").read_text())["model"]["embed_init"] == 0.05
+    bad = runner.invoke(app, ["train", "--dataset", str(tiny_file), "--output",
+                              str(tmp_path / "bad"), "--embed-init", "0"])
+    assert_clean_error(bad, "embed_init must be in (0, 10]")
+    assert not (tmp_path / "bad").exists()

@@ -138,6 +138,9 @@ LrOpt = Annotated[float | None, typer.Option(
     "--lr", help="Learning rate. \\[default: 0.003]")]
 # The regularisers of [model] and the optimiser of [train] (lstmcli.nn.dropout,
 # lstmcli.training.optim): `lstm train` and `lstm pretrain` take them alike.
+EmbedInitOpt = Annotated[float | None, typer.Option(
+    "--embed-init", help="Start the embedding uniform in [-A, A] (AWD-LSTM: 0.1). \\[default: "
+    "torch's N(0, 1)]", metavar="A")]
 EmbedDropoutOpt = Annotated[float | None, typer.Option(
     "--embed-dropout", help="Drop whole words of the vocabulary per batch (AWD-LSTM's "
     "dropoute). \\[default: 0.0]")]

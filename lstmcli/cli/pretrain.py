@@ -13,6 +13,7 @@ from lstmcli.cli.common import (
     DataDirOpt,
     EmaDecayOpt,
     EmbedDropoutOpt,
+    EmbedInitOpt,
     HiddenDropoutOpt,
     InputDropoutOpt,
     JsonOpt,
@@ -91,6 +92,7 @@ def pretrain(
     gate_bias: Annotated[float | None, typer.Option(
         "--gate-bias", help="Initial bias of the memory gate (see `lstm train`). \\[default: "
         "the cell's own]")] = None,
+    embed_init: EmbedInitOpt = None,
     embed_dropout: EmbedDropoutOpt = None,
     input_dropout: InputDropoutOpt = None,
     hidden_dropout: HiddenDropoutOpt = None,
@@ -159,7 +161,7 @@ def pretrain(
     config: PretrainConfig = load_config(config_file, PretrainConfig)
     apply_overrides(config.model, dict(
         cell=cell, embed_dim=embed_dim, hidden_size=hidden_size, layers=layers,
-        bidirectional=bidirectional, dropout=dropout, gate_bias=gate_bias,
+        bidirectional=bidirectional, dropout=dropout, gate_bias=gate_bias, embed_init=embed_init,
         embed_dropout=embed_dropout, input_dropout=input_dropout, hidden_dropout=hidden_dropout,
         weight_dropout=weight_dropout, softmax=softmax, samples=samples))
     split_names = None if splits is None else [s.strip() for s in splits.split(",") if s.strip()]

@@ -18,6 +18,7 @@ from lstmcli.cli.common import (
     EmaDecayOpt,
     EmbedDimOpt,
     EmbedDropoutOpt,
+    EmbedInitOpt,
     EpochsOpt,
     HiddenDropoutOpt,
     HiddenSizeOpt,
@@ -106,6 +107,7 @@ def train(
         "--gate-bias", "--forget-bias", help="Initial bias of the memory gate: the forget gate "
         "of the LSTM family, the update gate of the GRU (see `lstm cells`). \\[default: the "
         "cell's own: 1.0 for forget gates, torch's initialisation otherwise]")] = None,
+    embed_init: EmbedInitOpt = None,
     embed_dropout: EmbedDropoutOpt = None,
     input_dropout: InputDropoutOpt = None,
     hidden_dropout: HiddenDropoutOpt = None,
@@ -183,7 +185,7 @@ def train(
         cell=cell, embed_dim=embed_dim, hidden_size=hidden_size, layers=layers,
         bidirectional=bidirectional, dropout=dropout, embed_dropout=embed_dropout,
         input_dropout=input_dropout, hidden_dropout=hidden_dropout, weight_dropout=weight_dropout,
-        gate_bias=gate_bias, pooling=pooling))
+        gate_bias=gate_bias, embed_init=embed_init, pooling=pooling))
     apply_overrides(config.data, dict(
         dataset=dataset, data_dir=data_dir, text_column=text_column, label_column=label_column,
         train_file=train_file, validation_file=validation_file, test_file=test_file,

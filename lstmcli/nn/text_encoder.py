@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import Tensor, nn
 
 from lstmcli.config import ModelConfig
@@ -30,6 +31,10 @@ class TextEncoder(nn.Module):
         config.validate()
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.embed_dim, padding_idx=PAD_ID)
+        if config.embed_init is not None:  # only then: a run without it draws as it always did
+            with torch.no_grad():
+                self.embedding.weight.uniform_(-config.embed_init, config.embed_init)
+                self.embedding.weight[PAD_ID].zero_()
         self.encoder = RecurrentEncoder(
             config.cell,
             config.embed_dim,

@@ -38,7 +38,7 @@ from lstmcli.runs import (
 )
 
 INHERITED = {"model": ("cell", "embed_dim", "hidden_size", "layers", "bidirectional",
-                       "gate_bias"),
+                       "gate_bias", "embed_init"),
              "data": ("vocab_size", "min_freq")}
 COPIED = ("embedding.", "encoder.")  # state-dict prefixes that fine-tuning takes over
 
