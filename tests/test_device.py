@@ -31,7 +31,10 @@ def restore_torch_cpu():
 def vanishing_gradients(flush: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """An RNN over 300 steps: on its way back to the first tokens the gradient passes through
     float32's subnormal range; returns the logits, the gradient per embedded token (B, T, E) and
-    every parameter's gradient."""
+    every parameter's gradient. On one thread: set_flush_denormal sets the calling thread's
+    floating-point mode, and torch's worker threads keep the mode they started with (flushing,
+    if an earlier test started them inside a training), so two threads mix the two modes."""
+    torch.set_num_threads(1)  # restore_torch_cpu puts the count back
     torch.set_flush_denormal(flush)
     torch.manual_seed(0)
     model = SentimentClassifier(ModelConfig(cell="rnn", vocab_size=30, embed_dim=8,
