@@ -4,7 +4,8 @@
 
 Shared here: the optimiser (Adam or AdamW, with the task's parameter groups, each at its own
 share of the lr), the lr schedule (per epoch, or per step for ``slanted``), gradient clipping and
-statistics (:mod:`lstmcli.training.monitor`), length-bucketed batches, the epoch's row of
+statistics (:mod:`lstmcli.training.monitor`), the weights' moving average
+(:mod:`lstmcli.training.average`), length-bucketed batches, the epoch's row of
 metrics.jsonl, the best checkpoint, early stopping, and SIGINT/SIGTERM: the step in progress ends,
 the resumable state is saved (:mod:`lstmcli.training.resume`) and a resumed run continues exactly.
 
@@ -167,8 +168,8 @@ def run_epochs(
         atomic_write(run_dir / METRICS_FILE, lambda handle: handle.write(lines))
     callbacks.on_start(info)
     if start:
-        restore(start, model, optimizer, monitor, average)  # last: building the model drew
-        # from torch's RNG
+        # Last: building the model drew from torch's RNG.
+        restore(start, model, optimizer, monitor, average)
         precision.load_state(start.scaler)
 
     stopped_epoch: int | None = None
