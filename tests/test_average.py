@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from test_cli import assert_clean_error
-from test_resume import interrupt_at, rows, train, weights
+from test_resume import assert_resumes_bitwise, interrupt_at, rows, train, weights
 from torch import nn
 from typer.testing import CliRunner
 
@@ -117,10 +117,7 @@ def test_an_interrupted_averaged_run_resumes_bitwise(tiny_file, tmp_path, monkey
     assert stopped.exit_code == 130, stopped.output
     state = json.loads((parts / "resume.json").read_text())
     assert state["average"]["steps"] > 0
-    resumed = runner.invoke(app, ["train", "--resume", str(parts), "--json"])
-    assert resumed.exit_code == 0, resumed.output
-    assert weights(parts) == weights(whole)
-    assert rows(parts) == rows(whole)
+    assert_resumes_bitwise(parts, whole)
 
 
 def test_resume_refuses_a_state_that_lost_its_average(tiny_file, tmp_path, monkeypatch):

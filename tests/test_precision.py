@@ -14,7 +14,7 @@ import pytest
 import torch
 from test_cli import assert_clean_error
 from test_pretrain import corpus_file, pretrain
-from test_resume import interrupt_at, rows, weights
+from test_resume import assert_resumes_bitwise, interrupt_at, rows
 from typer.testing import CliRunner
 
 from lstmcli import device
@@ -249,10 +249,7 @@ def test_an_interrupted_fp16_run_resumes_its_loss_scale_bitwise(tiny_file, tmp_p
         assert train(tiny_file, parts, *fp16).exit_code == 130
     scaler = json.loads((parts / "resume.json").read_text())["scaler"]
     assert scaler["scale"] != 65536.0 and scaler["growth_interval"] == 1
-    resumed = runner.invoke(app, ["train", "--resume", str(parts), "--json"])
-    assert resumed.exit_code == 0, resumed.output
-    assert weights(parts) == weights(whole)
-    assert rows(parts) == rows(whole)
+    assert_resumes_bitwise(parts, whole)
 
 
 def test_a_language_model_pretrains_in_bf16(tmp_path):

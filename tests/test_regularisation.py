@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from test_cli import assert_clean_error
-from test_resume import interrupt_at, rows, weights
+from test_resume import assert_resumes_bitwise, interrupt_at
 from torch import nn
 from typer.testing import CliRunner
 
@@ -447,9 +447,7 @@ def test_a_recipe_run_records_its_options_and_resumes_bitwise(tiny_file, tmp_pat
         stopped = runner.invoke(app, ["train", "--dataset", str(tiny_file), "--output",
                                       str(parts), *tiny])
     assert stopped.exit_code == 130, stopped.output
-    resumed = runner.invoke(app, ["train", "--resume", str(parts), "--json"])
-    assert resumed.exit_code == 0, resumed.output
-    assert weights(parts) == weights(whole) and rows(parts) == rows(whole)
+    assert_resumes_bitwise(parts, whole)
 
 
 def test_concat_runs_work_in_explain_and_diagnose(tmp_path):

@@ -41,6 +41,17 @@ def rows(run: Path) -> list[dict]:
     return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in lines]
 
 
+def assert_resumes_bitwise(parts: Path, whole: Path):
+    """Resume the interrupted run in ``parts`` (`lstm train --resume`): it must end as ``whole``,
+    which never stopped, did, in every weight's bytes and every metrics figure but the timings.
+    Returns the resumed command's result."""
+    resumed = runner.invoke(app, ["train", "--resume", str(parts), "--json"])
+    assert resumed.exit_code == 0, resumed.output
+    assert weights(parts) == weights(whole)
+    assert rows(parts) == rows(whole)
+    return resumed
+
+
 def interrupt_at(monkeypatch: pytest.MonkeyPatch, epoch: int, step: int, number: int) -> None:
     """Send ``number`` to this process right after ``step`` of ``epoch``, as Ctrl-C would."""
     seen = {"epoch": 0}
@@ -75,11 +86,9 @@ def test_an_interrupted_and_resumed_run_ends_bitwise_equal(tiny_file, tmp_path, 
     assert len(rows(parts)) == 1
     assert signal.getsignal(signal.SIGINT) is before  # handlers restored
 
-    resumed = runner.invoke(app, ["train", "--resume", str(parts), "--json"])
-    assert resumed.exit_code == 0, resumed.output
-    assert weights(parts) == weights(whole)
+    # Epoch 3's losses are in the rows: the final weights are equal too.
+    resumed = assert_resumes_bitwise(parts, whole)
     assert (parts / "model.safetensors").read_bytes() == (whole / "model.safetensors").read_bytes()
-    assert rows(parts) == rows(whole)  # epoch 3's losses: the final weights are equal too
     assert [row["epoch"] for row in json.loads(resumed.output)["epochs"]] == [1, 2, 3]
     assert not (parts / "resume.json").exists() and not (parts / "resume.safetensors").exists()
 
@@ -100,10 +109,7 @@ def test_an_interrupt_between_epochs_resumes_at_the_next(tiny_file, tmp_path, mo
         stopped = train(tiny_file, parts, "--no-diagnostics")
     assert stopped.exit_code == 143, stopped.output
     assert "interrupted at epoch 2, step 0" in stopped.output
-    resumed = runner.invoke(app, ["train", "--resume", str(parts), "--json"])
-    assert resumed.exit_code == 0, resumed.output
-    assert weights(parts) == weights(whole)
-    assert rows(parts) == rows(whole)
+    assert_resumes_bitwise(parts, whole)
 
 
 def test_resume_refuses_what_it_cannot_do(tiny_file, tmp_path, monkeypatch):
@@ -162,9 +168,6 @@ def test_an_interrupted_scheduled_run_with_patience_resumes_bitwise(schedule, ti
         interrupt_at(patch, epoch=2, step=5, number=signal.SIGINT)
         assert train(tiny_file, parts, *extra).exit_code == 130
     assert "schedule" in json.loads((parts / "resume.json").read_text())
-    resumed = runner.invoke(app, ["train", "--resume", str(parts), "--json"])
-    assert resumed.exit_code == 0, resumed.output
-    assert weights(parts) == weights(whole)
-    assert rows(parts) == rows(whole)
+    assert_resumes_bitwise(parts, whole)
     if schedule == "cosine":
         assert len({row["lr"] for row in rows(whole)}) == 3

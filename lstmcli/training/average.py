@@ -67,8 +67,9 @@ class WeightAverage:
                     parameter.copy_(value)
 
     def state(self) -> tuple[dict[str, Any], dict[str, Tensor]]:
-        """What the resumable state keeps: the step count and the running sums by name."""
-        return ({"steps": self.steps, "decay": self.decay},
+        """What the resumable state keeps: the step count and the running sums by name (the
+        decay is the run's config)."""
+        return ({"steps": self.steps},
                 dict(zip(self.names, self.sums, strict=True)))
 
     def load_state(self, values: dict[str, Any], tensors: dict[str, Tensor]) -> None:
@@ -76,4 +77,3 @@ class WeightAverage:
         with torch.no_grad():
             for name, total in zip(self.names, self.sums, strict=True):
                 total.copy_(tensors[name])
-
