@@ -154,6 +154,7 @@ class TrainConfig:
     precision: str = "fp32"  # PRECISION_CHOICES; the weights stay float32 whatever it is
     output: str | None = None  # run directory; default runs/<time>-<cell>
     threads: int | None = None  # CPU threads; None: the CPUs this process may use
+    processes: int = 1  # the CLI starts this many processes on this machine (lstmcli.launch)
     diagnostics: bool = True  # per-step gradient groups and per-epoch flow (off: raw speed)
     patience: int = 0  # stop after this many epochs without validation improvement; 0: never
     lr_schedule: str = "constant"
@@ -193,6 +194,7 @@ class TrainConfig:
                               f"{', '.join(PRECISION_CHOICES)}")
         if self.threads is not None:
             _positive("threads", self.threads)
+        _positive("processes", self.processes)
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(f"unknown lr_schedule {self.lr_schedule!r}; choose one of: "
                               f"{', '.join(LR_SCHEDULES)}")

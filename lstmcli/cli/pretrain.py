@@ -21,6 +21,7 @@ from lstmcli.cli.common import (
     OptimizerOpt,
     OverwriteOpt,
     PrecisionOpt,
+    ProcessesOpt,
     QuietOpt,
     SeedOpt,
     TextColumnOpt,
@@ -35,6 +36,7 @@ from lstmcli.cli.common import (
     out,
     print_json,
     refuse_with_resume,
+    start_processes,
 )
 from lstmcli.config import LR_SCHEDULES, apply_overrides, load_config
 from lstmcli.nn.cells import cell_names
@@ -128,6 +130,7 @@ def pretrain(
         "$LSTM_RUNS_DIR).")] = None,
     overwrite: OverwriteOpt = False,
     threads: ThreadsOpt = None,
+    processes: ProcessesOpt = None,
     diagnostics: Annotated[bool | None, typer.Option(
         "--diagnostics/--no-diagnostics", help="Per-step gradient statistics per parameter "
         "group; off for raw speed. \\[default: on]")] = None,
@@ -153,6 +156,7 @@ def pretrain(
     display = PretrainDisplay(out, err, quiet=as_json or quiet)
     if resume is not None:
         refuse_with_resume(options)
+        start_processes(processes, resume)
         with display:
             result = resume_pretrain(resume, display, epochs)
         _finish(result, display, as_json, quiet)
@@ -172,9 +176,10 @@ def pretrain(
     apply_overrides(config.train, dict(
         epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, weight_decay=weight_decay,
         clip_norm=clip_norm, ema_decay=ema_decay, seed=seed, device=device, precision=precision,
-        output=output, threads=threads, diagnostics=diagnostics, lr_schedule=lr_schedule,
-        warmup_epochs=warmup_epochs, patience=patience))
+        output=output, threads=threads, processes=processes, diagnostics=diagnostics,
+        lr_schedule=lr_schedule, warmup_epochs=warmup_epochs, patience=patience))
     config.validate()
+    start_processes(config.train.processes)
     with display:
         result = run_pretraining(config, display, overwrite=overwrite)
     _finish(result, display, as_json, quiet)

@@ -31,6 +31,7 @@ from lstmcli.cli.common import (
     OptimizerOpt,
     OverwriteOpt,
     PrecisionOpt,
+    ProcessesOpt,
     QuietOpt,
     SeedOpt,
     TextColumnOpt,
@@ -46,6 +47,7 @@ from lstmcli.cli.common import (
     out,
     print_json,
     refuse_with_resume,
+    start_processes,
 )
 from lstmcli.config import (
     LR_SCHEDULES,
@@ -142,6 +144,7 @@ def train(
         "$LSTM_RUNS_DIR).")] = None,
     overwrite: OverwriteOpt = False,
     threads: ThreadsOpt = None,
+    processes: ProcessesOpt = None,
     diagnostics: DiagnosticsOpt = None,
     resume: Annotated[Path | None, typer.Option(
         "--resume", help="Continue the interrupted run in RUN_DIR exactly where it stopped (its "
@@ -174,6 +177,7 @@ def train(
     quiet, as_json = (quiet, as_json) if first_process() else (True, False)
     if resume is not None:
         refuse_with_resume(options)
+        start_processes(processes, resume)
         display = TrainDisplay(out, err, quiet=as_json or quiet)
         with display:
             result = resume_training(resume, display, epochs)
@@ -195,8 +199,8 @@ def train(
     apply_overrides(config.train, dict(
         epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
         weight_decay=weight_decay, label_smoothing=label_smoothing, clip_norm=clip_norm,
-        ema_decay=ema_decay,
-        seed=seed, device=device, precision=precision, output=output, threads=threads,
+        ema_decay=ema_decay, seed=seed, device=device, precision=precision, output=output,
+        threads=threads, processes=processes,
         diagnostics=diagnostics, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
         patience=patience, init_from=init_from, discriminative_lr=discriminative_lr,
         gradual_unfreeze=gradual_unfreeze))
@@ -209,6 +213,7 @@ def train(
                  if options[name] is not None}
         inherit_architecture(config, flags | config_keys(config_file))
     config.validate()
+    start_processes(config.train.processes)
     display = TrainDisplay(out, err, quiet=as_json or quiet)
     with display:
         result = run_training(config, display, overwrite=overwrite)

@@ -62,6 +62,8 @@ class ComparePlan:
         config = copy.deepcopy(variant.config)
         config.train.seed = seed
         config.train.output = str(self.run_dir(variant, seed))
+        # The runs train one after another in this process; config.json says what each was.
+        config.train.processes = 1
         return config
 
     def pairs(self) -> list[tuple[Variant, int]]:
