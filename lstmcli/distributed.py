@@ -167,7 +167,8 @@ class ProcessGroup(Group):
             if found.local_world_size > count:
                 raise ConfigError(f"torchrun started {found.local_world_size} processes on this "
                                   f"machine, but torch sees {count} CUDA device(s); pass "
-                                  f"--nproc_per_node {count} or fewer, or --device cpu")
+                                  f"--nproc_per_node (or --processes) {count} or fewer, or "
+                                  "--device cpu")
             if not dist.is_nccl_available():
                 raise ConfigError("this torch build has no NCCL, which distributed training on "
                                   "CUDA needs; pass --device cpu to train on the CPUs with gloo")
