@@ -17,7 +17,6 @@ decides the number of processes.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import uuid
@@ -36,11 +35,14 @@ def wanted(processes: int) -> bool:
 def stored_processes(run_dir: Path) -> int:
     """``[train] processes`` of the run in ``run_dir`` (1 if it says none, or cannot be read:
     resuming reports what is wrong with the run, in one process)."""
+    from lstmcli.errors import LstmError
+    from lstmcli.runs import read_meta
+
     try:
-        raw = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8"))
-        processes = raw["train"].get("processes", 1)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        train = read_meta(Path(run_dir)).get("train")
+    except LstmError:
         return 1
+    processes = train.get("processes", 1) if isinstance(train, dict) else 1
     return processes if isinstance(processes, int) and processes > 0 else 1
 
 

@@ -22,6 +22,7 @@ from lstmcli import launch
 from lstmcli.cli import app
 from lstmcli.config import Config, TrainConfig, load_config
 from lstmcli.errors import ConfigError
+from lstmcli.runs import FORMAT_VERSION
 from lstmcli.training.compare_plan import ComparePlan, Variant
 
 runner = CliRunner()
@@ -53,9 +54,11 @@ def test_a_runs_processes_are_read_from_its_config(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     assert launch.stored_processes(run) == 1  # no config.json: resuming says what is wrong
-    (run / "config.json").write_text(json.dumps({"train": {"processes": 3}}))
+    (run / "config.json").write_text(json.dumps({"format_version": FORMAT_VERSION,
+                                                  "train": {"processes": 3}}))
     assert launch.stored_processes(run) == 3
-    (run / "config.json").write_text(json.dumps({"train": {"epochs": 3}}))  # before the key
+    (run / "config.json").write_text(json.dumps({"format_version": FORMAT_VERSION,
+                                                  "train": {"epochs": 3}}))  # before the key
     assert launch.stored_processes(run) == 1
     (run / "config.json").write_text("{not json")
     assert launch.stored_processes(run) == 1
