@@ -74,7 +74,22 @@ def test_a_bad_number_of_processes_is_one_line(command, tiny_file):
     resumed = runner.invoke(app, [command, "--resume", str(tiny_file.parent), "--processes",
                                   "-1"])
     assert resumed.exit_code == 2
-    assert resumed.output.strip() == "error: --processes must be >= 1, got -1"
+    assert resumed.output.strip() == "error: processes must be > 0, got -1"
+
+
+@pytest.mark.parametrize("command", ["train", "pretrain"])
+def test_the_processes_run_the_command_as_it_was_called(command, tiny_file, monkeypatch):
+    """The launch starts the arguments the command was given, also when it is called from Python
+    (click's runner leaves sys.argv as the caller's: here, pytest's own arguments)."""
+    started = []
+    monkeypatch.setattr(launch, "run_processes",
+                        lambda processes, args: started.append((processes, args)) or 3)
+    data = ["--train-file", str(tiny_file)] if command == "train" else ["--text-file",
+                                                                        str(tiny_file)]
+    arguments = [command, *data, "--processes", "2", "--epochs", "1"]
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 3  # the processes' status is the command's
+    assert started == [(2, arguments)]
 
 
 def test_compare_trains_each_run_in_its_own_process():

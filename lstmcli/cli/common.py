@@ -12,12 +12,32 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from lstmcli import __version__
 from lstmcli.errors import LstmError, TrainingInterrupted
 from lstmcli.jsonout import dumps
 
+# Where the command keeps the arguments it was called with (click's context meta, which every
+# subcommand's context shares).
+ARGUMENTS = "lstmcli.arguments"
+
+
+class _Command(TyperGroup):
+    """The app's click group, keeping its own arguments: `--processes N` starts the same command N
+    times, and only the group saw them whole, whether they came from the shell (sys.argv) or from
+    a caller such as click's CliRunner, which never sets sys.argv."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None,
+                     **extra: Any) -> Any:
+        given = list(args)  # parsing consumes the list
+        context = super().make_context(info_name, args, parent=parent, **extra)
+        context.meta[ARGUMENTS] = given
+        return context
+
+
 app = typer.Typer(
+    cls=_Command,
     help="Train, evaluate, diagnose and serve recurrent-network sentiment classifiers.",
     no_args_is_help=True,
     add_completion=True,  # `lstm --install-completion`: flags and their choices in the shell
@@ -249,10 +269,11 @@ def refuse_with_resume(options: dict[str, Any]) -> None:
                           "change it (only --epochs can)")
 
 
-def start_processes(processes: int | None, run_dir: Path | None = None) -> None:
-    """Run this command as ``processes`` processes (``[train] processes``; for --resume the run's
-    own, unless given) and exit with their status, when more than one is asked for and this is not
-    already one of them (lstmcli.launch)."""
+def start_processes(context: typer.Context, processes: int | None,
+                    run_dir: Path | None = None) -> None:
+    """Run this command, with the arguments ``context`` was given, as ``processes`` processes
+    (``[train] processes``; for --resume the run's own, unless given) and exit with their status,
+    when more than one is asked for and this is not already one of them (lstmcli.launch)."""
     from lstmcli.launch import run_processes, stored_processes, wanted
 
     if processes is None and run_dir is not None:
@@ -260,9 +281,9 @@ def start_processes(processes: int | None, run_dir: Path | None = None) -> None:
     if processes is not None and processes < 1:
         from lstmcli.errors import ConfigError
 
-        raise ConfigError(f"--processes must be >= 1, got {processes}")
+        raise ConfigError(f"processes must be > 0, got {processes}")
     if processes is not None and wanted(processes):
-        raise typer.Exit(run_processes(processes))
+        raise typer.Exit(run_processes(processes, context.meta[ARGUMENTS]))
 
 
 def print_json(payload: Any) -> None:

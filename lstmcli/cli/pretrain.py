@@ -46,6 +46,7 @@ from lstmcli.pretrain_config import SOFTMAX_CHOICES, PretrainConfig
 @app.command()
 @handles_errors
 def pretrain(
+    context: typer.Context,
     config_file: Annotated[Path | None, typer.Option(
         "--config", "-c", help="TOML file with \\[model], \\[data], \\[train] sections; flags "
         "override it.")] = None,
@@ -145,7 +146,8 @@ def pretrain(
 
     Ctrl-C or SIGTERM ends the step in progress, saves a resumable state and prints the
     `lstm pretrain --resume RUN_DIR` that continues it (exit 130 / 143)."""
-    options = dict(locals())  # every flag as given, before any other name exists here
+    # Every flag as given, before any other name exists here (the context is not a flag).
+    options = {name: value for name, value in locals().items() if name != "context"}
     from lstmcli.distributed import first_process
     from lstmcli.training.pretrain import pretrain as run_pretraining
     from lstmcli.training.pretrain import resume_pretrain
@@ -156,7 +158,7 @@ def pretrain(
     display = PretrainDisplay(out, err, quiet=as_json or quiet)
     if resume is not None:
         refuse_with_resume(options)
-        start_processes(processes, resume)
+        start_processes(context, processes, resume)
         with display:
             result = resume_pretrain(resume, display, epochs)
         _finish(result, display, as_json, quiet)
@@ -179,7 +181,7 @@ def pretrain(
         output=output, threads=threads, processes=processes, diagnostics=diagnostics,
         lr_schedule=lr_schedule, warmup_epochs=warmup_epochs, patience=patience))
     config.validate()
-    start_processes(config.train.processes)
+    start_processes(context, config.train.processes)
     with display:
         result = run_pretraining(config, display, overwrite=overwrite)
     _finish(result, display, as_json, quiet)

@@ -63,6 +63,7 @@ from lstmcli.nn.cells import cell_names
 @app.command()
 @handles_errors
 def train(
+    context: typer.Context,
     config_file: ConfigFileOpt = None,
     cell: Annotated[str | None, choice_option(
         "--cell", choices=cell_names, help="Recurrent cell (see `lstm cells`). "
@@ -167,7 +168,8 @@ def train(
 
     Ctrl-C or SIGTERM ends the step in progress, saves a resumable state and prints the
     `lstm train --resume RUN_DIR` that continues it (exit 130 / 143)."""
-    options = dict(locals())  # every flag as given, before any other name exists here
+    # Every flag as given, before any other name exists here (the context is not a flag).
+    options = {name: value for name, value in locals().items() if name != "context"}
     from lstmcli.distributed import first_process
     from lstmcli.training.run import resume as resume_training
     from lstmcli.training.run import train as run_training
@@ -177,7 +179,7 @@ def train(
     quiet, as_json = (quiet, as_json) if first_process() else (True, False)
     if resume is not None:
         refuse_with_resume(options)
-        start_processes(processes, resume)
+        start_processes(context, processes, resume)
         display = TrainDisplay(out, err, quiet=as_json or quiet)
         with display:
             result = resume_training(resume, display, epochs)
@@ -213,7 +215,7 @@ def train(
                  if options[name] is not None}
         inherit_architecture(config, flags | config_keys(config_file))
     config.validate()
-    start_processes(config.train.processes)
+    start_processes(context, config.train.processes)
     display = TrainDisplay(out, err, quiet=as_json or quiet)
     with display:
         result = run_training(config, display, overwrite=overwrite)
