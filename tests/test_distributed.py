@@ -47,14 +47,20 @@ def make_data(folder: Path) -> list[str]:
             "--test-file", str(files["test"])]
 
 
+def child_environment(**env: str) -> dict[str, str]:
+    """This environment for a child process that imports lstmcli from this checkout (the tests
+    run without installing it), plus ``env``."""
+    path = [str(ROOT), os.environ.get("PYTHONPATH", "")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path)), **env}
+
+
 def torchrun(arguments: list[str], folder: Path, script: list[str] | None = None,
              processes: int = 2, **env: str) -> subprocess.CompletedProcess:
     """`torchrun --nproc_per_node PROCESSES -m lstmcli ARGUMENTS`, with the runs, state and cache
     in ``folder``."""
-    path = [str(ROOT), os.environ.get("PYTHONPATH", "")]
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path)),
-                   "LSTM_RUNS_DIR": str(folder / "runs"), "LSTM_STATE_DIR": str(folder / "state"),
-                   "LSTM_CACHE_DIR": str(folder / "cache"), **env}
+    environment = child_environment(LSTM_RUNS_DIR=str(folder / "runs"),
+                                    LSTM_STATE_DIR=str(folder / "state"),
+                                    LSTM_CACHE_DIR=str(folder / "cache"), **env)
     launcher = [*TORCHRUN[:-1], str(processes)]
     return subprocess.run([*launcher, *(script or ["-m", "lstmcli"]), *arguments],
                           capture_output=True, text=True, env=environment, cwd=folder,

@@ -6,7 +6,6 @@ a signal to the command stops them resumably, and no process starts more process
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -15,7 +14,14 @@ import time
 from pathlib import Path
 
 import pytest
-from test_distributed import MODEL, ROOT, TORCHRUN_ENV, assert_same_weights, make_data, rows
+from test_distributed import (
+    MODEL,
+    TORCHRUN_ENV,
+    assert_same_weights,
+    child_environment,
+    make_data,
+    rows,
+)
 from typer.testing import CliRunner
 
 from lstmcli import launch
@@ -30,10 +36,8 @@ runner = CliRunner()
 
 def lstm(arguments: list[str], folder: Path, **popen: object) -> subprocess.Popen:
     """The `lstm` command as a user runs it (a process of its own), in ``folder``."""
-    path = [str(ROOT), os.environ.get("PYTHONPATH", "")]
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path))}
     return subprocess.Popen([sys.executable, "-m", "lstmcli", *arguments], cwd=folder,
-                            env=environment, text=True, **popen)
+                            env=child_environment(), text=True, **popen)
 
 
 def finished(arguments: list[str], folder: Path) -> subprocess.CompletedProcess:
