@@ -46,16 +46,16 @@ def stored_processes(run_dir: Path) -> int:
     return processes if isinstance(processes, int) and processes > 0 else 1
 
 
-def run_processes(processes: int, args: Sequence[str] | None = None) -> int:
-    """Run ``lstm ARGS`` (this command's own arguments by default) as ``processes`` processes on
-    this machine and wait for them; the exit status is the first failed process's, or 128 + the
-    signal that stopped the launch, else 0. The processes print for themselves (rank 0 the
-    progress and the report; one line per error)."""
+def run_processes(processes: int, args: Sequence[str]) -> int:
+    """Run ``lstm ARGS`` (the command's arguments as it parsed them; sys.argv is the caller's
+    when the command is called from Python) as ``processes`` processes on this machine and wait
+    for them; the exit status is the first failed process's, or 128 + the signal that stopped the
+    launch, else 0. The processes print for themselves (rank 0 the progress and the report; one
+    line per error)."""
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    args = list(sys.argv[1:] if args is None else args)
     config = LaunchConfig(
         min_nodes=1, max_nodes=1, nproc_per_node=processes,
         # torchrun --standalone's rendezvous: a free local port, a run id of its own.

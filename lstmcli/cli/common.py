@@ -278,10 +278,10 @@ def start_processes(context: typer.Context, processes: int | None,
 
     if processes is None and run_dir is not None:
         processes = stored_processes(run_dir)
-    if processes is not None and processes < 1:
-        from lstmcli.errors import ConfigError
+    if processes is not None:
+        from lstmcli.config import _positive
 
-        raise ConfigError(f"processes must be > 0, got {processes}")
+        _positive("processes", processes)  # [train] processes's own check, for --resume's flag
     if processes is not None and wanted(processes):
         raise typer.Exit(run_processes(processes, context.meta[ARGUMENTS]))
 
